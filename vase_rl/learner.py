@@ -1,0 +1,631 @@
+"""VASE: the continual learner that owns all state (``VASE_SPEC.md`` §1-9).
+
+One update on a batch x of the current data (eq. 9):
+
+1. encode: mu, log sigma^2, hidden = q_phi(x); sample z from the unmasked posterior;
+2. atypicality alpha of the batch (eq. 4) and the hysteresis mask (eq. 5);
+3. domain inference (Algorithm 1, eq. 6): classifier candidate s_hat, reconstruction loss
+   under s_hat vs kappa x its reference, mask disagreement on s_hat's used latents;
+4. masked posterior (eq. 2) -> decoder conditioned on the chosen domain -> reconstruction NLL;
+5. gamma * |KL_active - C|^2 with the capacity schedule (eq. 3), or plain KL (entangled);
+6. dreaming (eq. 7): snapshot dreams of past domains, W2 encoder and KL decoder proximity;
+7. domain-classifier cross-entropy on real and dreamed data (gradient stopped into the encoder).
+
+A single Adam optimiser trains encoder, decoder and classifier; the classifier's loss cannot
+reach the encoder because it sees a detached hidden layer.
+
+Non-finite losses: the update is skipped (no parameter or optimiser change, the update count
+and capacity schedule do not advance), counted in ``skipped_updates`` and warned about; after
+``max_consecutive_nonfinite`` skips in a row (or at the first one with ``nonfinite="raise"``) a
+``FloatingPointError`` with the per-term diagnostics is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vase_rl.batches import as_image_batch, extract_images
+from vase_rl.config import VASEConfig
+from vase_rl.domains import DomainMemory
+from vase_rl.dreaming import Snapshot, decoder_proximity, encoder_proximity, pixel_means
+from vase_rl.masking import apply_mask, atypicality, estimate_used_latents, hysteresis_mask
+from vase_rl.networks import DomainClassifier, Decoder, Encoder
+from vase_rl.objectives import capacity_at, capacity_penalty, gaussian_kl_to_standard, reconstruction_nll
+
+__all__ = ["VASE", "resolve_device", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "vase_rl.VASE"
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu' or 'auto'")
+    return dev
+
+
+class VASE:
+    """The VASE continual learner.
+
+    >>> learner = VASE(VASEConfig.preset("cpu32"), seed=0)
+    >>> stats = learner.update(images)          # (B, 1, 32, 32) float or (B, 32, 32, 1) uint8
+    >>> z = learner.encode(images)              # (B, latent_dim) float32, masked posterior mean
+    """
+
+    def __init__(self, config: VASEConfig | None = None, seed: int | None = None, device: str | torch.device = "auto") -> None:
+        if config is None:
+            config = VASEConfig()
+        if not isinstance(config, VASEConfig):
+            raise TypeError(f"config must be a VASEConfig, got {type(config).__name__}; build one with "
+                            "VASEConfig.preset('cpu32') or VASEConfig(...)")
+        self.config = config
+        self.device = resolve_device(device)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.seed = int(seed)
+        self._amp_enabled = self._resolve_precision()
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.encoder = Encoder(config).to(self.device)
+            self.decoder = Decoder(config).to(self.device)
+            self.classifier = DomainClassifier(config).to(self.device)
+        if config.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+            self.decoder.to(memory_format=torch.channels_last)
+        # one Adam optimiser, two parameter groups: the classifier has its own (larger) rate so it
+        # can follow a newly allocated domain within the domain's warm-up
+        self.optimizer = torch.optim.Adam([
+            {"params": [*self.encoder.parameters(), *self.decoder.parameters()], "lr": config.learning_rate},
+            {"params": list(self.classifier.parameters()), "lr": config.classifier_learning_rate},
+        ])
+        self.snapshot: Snapshot | None = Snapshot(self.encoder, self.decoder) if config.dreaming else None
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+
+        self.memory = DomainMemory(
+            max_domains=config.max_domains if config.domain_inference else 1,
+            kappa=config.kappa,
+            patience=config.patience,
+            warmup=config.domain_warmup,
+            momentum=config.reference_momentum,
+        )
+        self._mask = torch.ones(config.latent_dim, dtype=torch.bool, device=self.device)
+        self.num_updates = 0
+        self.skipped_updates = 0
+        self._consecutive_nonfinite = 0
+        self.last_atypicality: np.ndarray | None = None
+        self.last_kl_per_latent: np.ndarray | None = None
+        self._eye = torch.eye(config.max_domains, device=self.device)
+        self._compiled_encoder: Callable | None = None
+        self.training = True
+
+    # ------------------------------------------------------------------------------------
+    # read-only state
+    # ------------------------------------------------------------------------------------
+    @property
+    def current_domain(self) -> int:
+        """The domain the learner is training (0 before the first update)."""
+        return 0 if self.memory.current is None else int(self.memory.current)
+
+    @property
+    def num_domains(self) -> int:
+        return self.memory.num_domains
+
+    @property
+    def latent_mask(self) -> np.ndarray:
+        """The mask in force (bool, latent_dim): True = active latent."""
+        return self._mask.detach().cpu().numpy().copy()
+
+    @property
+    def used_latents(self) -> np.ndarray | None:
+        """Used latents of the current domain (None until first estimated)."""
+        if self.memory.current is None:
+            return None
+        used = self.memory.records[self.memory.current].used_latents
+        return None if used is None else np.asarray(used, dtype=bool)
+
+    @property
+    def domains(self) -> list[dict[str, Any]]:
+        """Per-domain memory as plain data (mask, used latents, reference loss, counters)."""
+        return [asdict(r) for r in self.memory.records]
+
+    @property
+    def domain_log(self) -> list[dict[str, Any]]:
+        """Logged domain-inference decisions as plain dicts."""
+        return [asdict(d) for d in self.memory.log]
+
+    @property
+    def capacity(self) -> float:
+        cfg = self.config
+        return capacity_at(self.num_updates, cfg.capacity_max, cfg.capacity_increment)
+
+    # ------------------------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------------------------
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.encoder.parameters(), *self.decoder.parameters(), *self.classifier.parameters()]
+
+    def _resolve_precision(self) -> bool:
+        if self.config.precision != "bf16":
+            return False
+        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            warnings.warn("bfloat16 is not supported on this GPU; falling back to fp32", RuntimeWarning, stacklevel=3)
+            return False
+        try:
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                torch.nn.functional.linear(torch.ones(2, 2, device=self.device), torch.ones(2, 2, device=self.device))
+        except Exception as err:  # pragma: no cover - depends on the platform
+            warnings.warn(f"bfloat16 autocast unavailable on {self.device} ({err}); falling back to fp32",
+                          RuntimeWarning, stacklevel=3)
+            return False
+        return True
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._amp_enabled:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _prep(self, batch: Any) -> torch.Tensor:
+        x = as_image_batch(batch, self.config.image_shape, self.device)
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _encode_net(self, encoder: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            mu, logvar, hidden = encoder(x)
+        return mu.float(), logvar.float(), hidden
+
+    def _decode_net(self, decoder: torch.nn.Module, z: torch.Tensor, domains: torch.Tensor | int) -> torch.Tensor:
+        if isinstance(domains, int):
+            onehot = self._eye[domains].expand(z.shape[0], -1)
+        else:
+            onehot = self._eye[domains]
+        with self._autocast():
+            return decoder(z, onehot).float()
+
+    def _nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return reconstruction_nll(params, x, self.config.likelihood, self.config.gaussian_std)
+
+    def _domain_mask(self, domain: int) -> torch.Tensor:
+        return torch.tensor(self.memory.records[domain].latent_mask, dtype=torch.bool, device=self.device)
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device, generator=self.generator)
+
+    def _check_domain(self, domain: int | None) -> int:
+        if domain is None:
+            return self.current_domain
+        domain = int(domain)
+        limit = max(self.num_domains, 1)
+        if not 0 <= domain < limit:
+            raise ValueError(f"domain {domain} does not exist; this learner has {self.num_domains} domain(s) "
+                             f"(ids 0..{limit - 1})")
+        return domain
+
+    # ------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------
+    def update(self, batch: Any) -> dict[str, Any]:
+        """One optimisation step on a batch of current data, including domain inference.
+
+        Returns the step's scalars: ``loss``, ``recon``, ``kl``, ``capacity``, ``domain``,
+        ``num_domains``, ``event``, ``active_latents``, ``used_latents``, dreaming terms, ..."""
+        cfg = self.config
+        x = self._prep(batch)
+        if x.shape[0] < 2:
+            raise ValueError(f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); "
+                             f"got {x.shape[0]}")
+        self.encoder.train(); self.decoder.train(); self.classifier.train()
+        step = self.num_updates
+        capacity = capacity_at(step, cfg.capacity_max, cfg.capacity_increment)
+        n_latent = cfg.latent_dim
+
+        mu, logvar, hidden = self._encode_net(self.encoder, x)
+        z_post = mu + (0.5 * logvar).exp() * self._randn(*mu.shape)
+        alpha = atypicality(z_post.detach())
+        prior_noise = self._randn(*mu.shape)
+
+        if self.memory.current is None:
+            self.memory.allocate([True] * n_latent, step)
+            self._mask = torch.ones(n_latent, dtype=torch.bool, device=self.device)
+        current = int(self.memory.current)
+
+        def mask_from(previous: torch.Tensor) -> torch.Tensor:
+            if not cfg.atypicality_mask:
+                return torch.ones_like(previous)
+            return hysteresis_mask(alpha, previous, cfg.mask_threshold_low, cfg.mask_threshold_high)
+
+        # The mask of a domain in its warm-up stays as it was allocated: a young model's posterior
+        # marginals swing far from the prior while it learns, and a masked latent gets no gradient
+        # that could bring it back (spec §4; see docs/DESIGN_NOTES.md).
+        if self.memory.in_warmup(current):
+            mask_current = self._mask if cfg.atypicality_mask else torch.ones_like(self._mask)
+        else:
+            mask_current = mask_from(self._mask)
+        z_current = apply_mask(z_post, mask_current, prior_noise)
+        nll_current = self._nll(self._decode_net(self.decoder, z_current, current), x)
+
+        chosen, event, candidate = current, "stay", current
+        mask_used, nll_used = mask_current, nll_current
+        update_reference = True
+        logits = self.classifier(hidden.detach().float()) if cfg.domain_inference else None
+        if cfg.domain_inference and step % cfg.infer_every == 0:
+            with torch.no_grad():
+                probs = logits[:, : self.num_domains].float().softmax(1).mean(0)
+                candidate = int(probs.argmax())
+            if candidate == current:
+                mask_candidate, nll_candidate = mask_current, nll_current
+            else:
+                mask_candidate = mask_from(self._domain_mask(candidate))
+                z_c = apply_mask(z_post, mask_candidate, prior_noise)
+                nll_candidate = self._nll(self._decode_net(self.decoder, z_c, candidate), x)
+            chosen, event = self.memory.decide(step, candidate, float(nll_candidate.detach().mean()),
+                                               mask_candidate, new_domain_mask=mask_current)
+            if event == "new":
+                mask_used = mask_current
+                nll_used = self._nll(self._decode_net(self.decoder, z_current, chosen), x)
+            elif chosen != current:  # switch back to a known domain (or max_domains fallback)
+                mask_used, nll_used = mask_candidate, nll_candidate
+            if event == "pending":
+                update_reference = False
+
+        recon = nll_used.mean()
+        kl_latent = gaussian_kl_to_standard(mu, logvar) * mask_used.to(mu.dtype)
+        kl_example = kl_latent.sum(1)
+        if cfg.objective == "disentangled":
+            regulariser = capacity_penalty(kl_example, capacity, cfg.gamma, cfg.capacity_reduction)
+        else:
+            regulariser = kl_example.mean()
+        loss = recon + regulariser
+        terms: dict[str, torch.Tensor] = {"recon": recon, "regulariser": regulariser}
+        if logits is not None and self.num_domains > 1:  # nothing to classify with one domain
+            target = torch.full((x.shape[0],), chosen, dtype=torch.long, device=self.device)
+            terms["classifier"] = F.cross_entropy(logits, target)
+            loss = loss + cfg.classifier_weight * terms["classifier"]
+        if self._dreaming_active(chosen):
+            dream = self._dream_terms(chosen, cfg.dream_batch_size)
+            terms.update(dream)
+            loss = (loss + cfg.dream_encoder_weight * dream["dream_encoder"]
+                    + cfg.dream_decoder_weight * dream["dream_decoder"])
+            if "dream_classifier" in dream:
+                loss = loss + cfg.classifier_weight * dream["dream_classifier"]
+
+        loss_value = float(loss.detach())
+        if not np.isfinite(loss_value):
+            return self._skip_nonfinite(step, terms, chosen, event)
+        self._consecutive_nonfinite = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        # ---- book-keeping ------------------------------------------------------------------
+        recon_value = float(recon.detach())
+        self._mask = mask_used.detach().clone()
+        self.memory.record_update(chosen, recon_value, self._mask.tolist(), step, update_reference)
+        self.num_updates += 1
+        if self.snapshot is not None and self.num_updates % cfg.snapshot_every == 0:
+            self.snapshot.sync(self.encoder, self.decoder, self.num_updates)
+        record = self.memory.records[chosen]
+        if (cfg.domain_inference and cfg.atypicality_mask and record.num_updates % cfg.used_refresh_every == 0):
+            self._refresh_used_latents(x, chosen)
+        self.last_atypicality = alpha.detach().cpu().numpy()
+        self.last_kl_per_latent = kl_latent.detach().mean(0).cpu().numpy()
+
+        stats: dict[str, Any] = {
+            "step": self.num_updates,
+            "loss": loss_value,
+            "recon": recon_value,
+            "kl": float(kl_example.detach().mean()),
+            "capacity": capacity,
+            "regulariser": float(regulariser.detach()),
+            "domain": chosen,
+            "candidate": candidate,
+            "event": event,
+            "num_domains": self.num_domains,
+            "active_latents": int(self._mask.sum()),
+            "used_latents": -1 if record.used_latents is None else int(sum(record.used_latents)),
+            "atypicality_max": float(alpha.max()),
+            "skipped": False,
+        }
+        for key in ("classifier", "dream_encoder", "dream_decoder", "dream_classifier"):
+            if key in terms:
+                stats[key] = float(terms[key].detach())
+        return stats
+
+    def _dreaming_active(self, chosen: int) -> bool:
+        return bool(self.config.dreaming and self.snapshot is not None and self.num_domains > 1
+                    and any(d != chosen for d in range(self.num_domains)))
+
+    def _dream_terms(self, chosen: int, n: int) -> dict[str, torch.Tensor]:
+        """Dreaming losses (eq. 7) for ``n`` dreams of past domains (all domains but ``chosen``)."""
+        cfg = self.config
+        past = torch.tensor([d for d in range(self.num_domains) if d != chosen], device=self.device)
+        idx = torch.randint(len(past), (n,), device=self.device, generator=self.generator)
+        dream_domains = past[idx]
+        z = self._randn(n, cfg.latent_dim)
+        with torch.no_grad():
+            params_old = self._decode_net(self.snapshot.decoder, z, dream_domains)
+            x_dream = pixel_means(params_old, cfg.likelihood)
+            if cfg.channels_last:
+                x_dream = x_dream.contiguous(memory_format=torch.channels_last)
+            mu_old, logvar_old, _ = self._encode_net(self.snapshot.encoder, x_dream)
+        mu, logvar, hidden = self._encode_net(self.encoder, x_dream)
+        params_new = self._decode_net(self.decoder, z, dream_domains)
+        out = {
+            "dream_encoder": encoder_proximity(mu, logvar, mu_old, logvar_old, cfg.dream_reduction),
+            "dream_decoder": decoder_proximity(params_old, params_new, cfg.likelihood, cfg.gaussian_std, cfg.dream_reduction),
+        }
+        if cfg.domain_inference:
+            out["dream_classifier"] = F.cross_entropy(self.classifier(hidden.detach().float()), dream_domains)
+        return out
+
+    def dreaming_losses(self, n: int = 32, domain: int | None = None) -> dict[str, float]:
+        """The dreaming proximities right now (no update, RNG of a fresh generator seeded from the
+        learner's seed, so inspection never perturbs training). Empty if no past domain exists."""
+        chosen = self._check_domain(domain)
+        if not self._dreaming_active(chosen):
+            return {}
+        saved = self.generator.get_state()
+        try:
+            self.generator.manual_seed(self.seed + 1)
+            with torch.no_grad():
+                terms = self._dream_terms(chosen, n)
+        finally:
+            self.generator.set_state(saved)
+        return {k: float(v) for k, v in terms.items()}
+
+    def sync_snapshot(self) -> None:
+        """Copy the current encoder/decoder into the dreaming snapshot now."""
+        if self.snapshot is None:
+            raise RuntimeError("this learner has dreaming switched off (config.dreaming=False); it has no snapshot")
+        self.snapshot.sync(self.encoder, self.decoder, self.num_updates)
+
+    def _skip_nonfinite(self, step: int, terms: dict[str, torch.Tensor], chosen: int, event: str) -> dict[str, Any]:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_updates += 1
+        self._consecutive_nonfinite += 1
+        diag = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        message = (f"non-finite VASE loss at update {step} ({diag}); capacity={self.capacity:.3g}, "
+                   f"lr={self.config.learning_rate:g}. The update was skipped: weights and optimiser are unchanged.")
+        if self.config.nonfinite == "raise" or self._consecutive_nonfinite >= self.config.max_consecutive_nonfinite:
+            raise FloatingPointError(message + f" ({self._consecutive_nonfinite} in a row; lower learning_rate or gamma)")
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return {"step": self.num_updates, "loss": float("nan"), "domain": chosen, "event": event,
+                "num_domains": self.num_domains, "skipped": True}
+
+    def _refresh_used_latents(self, x: torch.Tensor, domain: int) -> None:
+        """Re-estimate which latents the decoder of ``domain`` uses (spec §5), on part of ``x``."""
+        cfg = self.config
+        xs = x[: cfg.used_estimation_batch]
+        mask = self._domain_mask(domain)
+        with torch.no_grad():
+            mu, _, _ = self._encode_net(self.encoder, xs)
+            z = apply_mask(mu, mask, None)
+
+        def nll(zz: torch.Tensor) -> torch.Tensor:
+            return self._nll(self._decode_net(self.decoder, zz, domain), xs)
+
+        used, sigma = estimate_used_latents(nll, z, steps=cfg.used_estimation_steps, lr=cfg.used_estimation_lr,
+                                            threshold=cfg.used_noise_threshold, generator=self.generator)
+        self.memory.set_used(domain, (used & mask).tolist(), sigma.tolist())
+
+    def refresh_used_latents(self, batch: Any, domain: int | None = None) -> np.ndarray:
+        """Estimate the used latents of ``domain`` (default: current) on ``batch`` now."""
+        if self.num_domains == 0:
+            raise RuntimeError("no domain exists yet; call update() first")
+        domain = self._check_domain(domain)
+        self._refresh_used_latents(self._prep(batch), domain)
+        return np.asarray(self.memory.records[domain].used_latents, dtype=bool)
+
+    def fit(self, stream: Iterable[Any], steps: int | None = None, progress: bool = False,
+            callback: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+        """Run ``update`` on the batches of ``stream`` (at most ``steps`` of them).
+
+        Stream items may be arrays/tensors, ``(images, ...)`` tuples, dicts with ``"images"`` or
+        objects with ``.images`` (e.g. ``vase_rl.envs.StreamBatch``). ``callback(stats)``
+        returning ``False`` stops early. Returns the list of per-update stats."""
+        if steps is not None and steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        bar = _progress_bar(progress, steps)
+        history: list[dict[str, Any]] = []
+        try:
+            for i, item in enumerate(stream):
+                if steps is not None and i >= steps:
+                    break
+                stats = self.update(extract_images(item))
+                history.append(stats)
+                if bar is not None:
+                    bar.update(1)
+                    if i % 20 == 0 and not stats.get("skipped"):
+                        bar.set_postfix(loss=f"{stats['loss']:.1f}", kl=f"{stats['kl']:.1f}",
+                                        dom=stats["domain"], n_dom=stats["num_domains"])
+                if callback is not None and callback(stats) is False:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return history
+
+    # ------------------------------------------------------------------------------------
+    # inference (no side effects)
+    # ------------------------------------------------------------------------------------
+    def _eval_mode(self) -> None:
+        self.encoder.eval(); self.decoder.eval(); self.classifier.eval()
+
+    @torch.no_grad()
+    def encode_tensor(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
+        """Masked posterior means for a prepared (B, C, H, W) float tensor on the learner's device."""
+        self._eval_mode()
+        encoder = self._compiled() if self.config.compile_inference else self.encoder
+        mu, _, _ = self._encode_net(encoder, x)
+        mask = self._mask if domain is None or self.num_domains == 0 else self._domain_mask(self._check_domain(domain))
+        return apply_mask(mu, mask, None)
+
+    def encode(self, batch: Any, domain: int | None = None) -> np.ndarray:
+        """(B, latent_dim) float32: posterior means with masked latents set to the prior mean 0.
+        The mask is the one in force, or the stored mask of ``domain``."""
+        return self.encode_tensor(self._prep(batch), domain).float().cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.no_grad()
+    def posterior(self, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Unmasked posterior (mu, log sigma^2), each (B, latent_dim)."""
+        self._eval_mode()
+        mu, logvar, _ = self._encode_net(self.encoder, self._prep(batch))
+        return mu.cpu().numpy(), logvar.cpu().numpy()
+
+    @torch.no_grad()
+    def predict_domain(self, batch: Any) -> np.ndarray:
+        """Per-image classifier guess of the domain among those seen (no inference side effects)."""
+        self._eval_mode()
+        _, _, hidden = self._encode_net(self.encoder, self._prep(batch))
+        n = max(self.num_domains, 1)
+        return self.classifier(hidden.float())[:, :n].argmax(1).cpu().numpy()
+
+    @torch.no_grad()
+    def decode(self, z: Any, domain: int | None = None) -> np.ndarray:
+        """Images (B, C, H, W) in [0, 1] decoded from latents ``z`` (B, latent_dim) as ``domain``."""
+        self._eval_mode()
+        zt = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z, dtype=torch.float32, device=self.device)
+        if zt.ndim != 2 or zt.shape[1] != self.config.latent_dim:
+            raise ValueError(f"z must have shape (B, {self.config.latent_dim}), got {tuple(zt.shape)}")
+        if not bool(torch.isfinite(zt).all()):
+            raise ValueError("z contains NaN/inf")
+        params = self._decode_net(self.decoder, zt, self._check_domain(domain))
+        return pixel_means(params, self.config.likelihood).cpu().numpy()
+
+    def reconstruct(self, batch: Any, domain: int | None = None) -> np.ndarray:
+        """Decode the masked posterior means of ``batch`` as ``domain`` (default: current)."""
+        return self.decode(self.encode(batch, domain), domain)
+
+    def _compiled(self) -> Callable:
+        if self._compiled_encoder is None:
+            try:
+                self._compiled_encoder = torch.compile(self.encoder)
+            except Exception as err:  # pragma: no cover - platform dependent
+                warnings.warn(f"torch.compile failed ({err}); using the eager encoder", RuntimeWarning, stacklevel=2)
+                self._compiled_encoder = self.encoder
+        return self._compiled_encoder
+
+    # ------------------------------------------------------------------------------------
+    # persistence
+    # ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        from vase_rl import __version__
+
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "vase_rl_version": __version__,
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "encoder": self.encoder.state_dict(),
+            "decoder": self.decoder.state_dict(),
+            "classifier": self.classifier.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "snapshot": None if self.snapshot is None else {
+                "encoder": self.snapshot.encoder.state_dict(),
+                "decoder": self.snapshot.decoder.state_dict(),
+                "synced_at": self.snapshot.synced_at,
+            },
+            "memory": self.memory.state_dict(),
+            "mask": self._mask.tolist(),
+            "num_updates": self.num_updates,
+            "skipped_updates": self.skipped_updates,
+            "rng_device": self.device.type,
+            "rng": self.generator.get_state(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the whole state to ``path`` (atomically) and the config beside it as
+        ``<path>.config.json`` for people to read."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        self.config.save(path.with_name(path.name + ".config.json"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "VASE":
+        """Restore a learner saved with :meth:`save`; it continues exactly as the original."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no VASE checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable vase_rl checkpoint (corrupt or another format): {err}") from err
+        return cls.from_state_dict(state, device=device, source=str(path))
+
+    @classmethod
+    def from_state_dict(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> "VASE":
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{source} is not a vase_rl VASE checkpoint (missing format marker)")
+        version = state.get("format_version")
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(f"{source} has checkpoint format version {version}; this vase_rl reads version "
+                             f"{CHECKPOINT_VERSION} (upgrade/downgrade vase_rl to load it)")
+        try:
+            config = VASEConfig.from_dict(dict(state["config"]))
+            learner = cls(config, seed=int(state["seed"]), device=device)
+            learner.encoder.load_state_dict(state["encoder"])
+            learner.decoder.load_state_dict(state["decoder"])
+            learner.classifier.load_state_dict(state["classifier"])
+            learner.optimizer.load_state_dict(state["optimizer"])
+            if learner.snapshot is not None:
+                if state["snapshot"] is None:
+                    raise ValueError("checkpoint has no dreaming snapshot but its config enables dreaming")
+                learner.snapshot.encoder.load_state_dict(state["snapshot"]["encoder"])
+                learner.snapshot.decoder.load_state_dict(state["snapshot"]["decoder"])
+                learner.snapshot.synced_at = int(state["snapshot"]["synced_at"])
+            learner.memory.load_state_dict(state["memory"])
+            learner._mask = torch.tensor(state["mask"], dtype=torch.bool, device=learner.device)
+            learner.num_updates = int(state["num_updates"])
+            learner.skipped_updates = int(state["skipped_updates"])
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise ValueError(f"{source} is an incompatible or damaged vase_rl checkpoint: {err}") from err
+        if state.get("rng_device") == learner.device.type:
+            learner.generator.set_state(state["rng"])
+        else:
+            warnings.warn(f"checkpoint RNG was saved on {state.get('rng_device')} and is loaded on "
+                          f"{learner.device.type}; the random stream is re-seeded, so runs will not be bit-identical",
+                          RuntimeWarning, stacklevel=2)
+            learner.generator.manual_seed(learner.seed + learner.num_updates)
+        return learner
+
+    def __repr__(self) -> str:
+        return (f"VASE(preset={self.config.preset_name!r}, image_shape={self.config.image_shape}, "
+                f"latent_dim={self.config.latent_dim}, updates={self.num_updates}, domains={self.num_domains}, "
+                f"device={self.device.type})")
+
+
+def _progress_bar(progress: bool, total: int | None):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn("progress=True needs tqdm (pip install tqdm); continuing without a progress bar",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return tqdm(total=total, desc="VASE", unit="upd")
