@@ -355,7 +355,7 @@ class SpriteFamily:
         oy = np.clip(np.rint(f[:, Y] * self._span), 0, self._span).astype(np.int64)
         canvas = np.zeros((n, h, h), dtype=np.uint8)
         base = np.arange(n, dtype=np.int64) * (h * h) + oy * h + ox
-        canvas.reshape(-1)[base[:, None] + self._paste_offsets[None, :]] = patches.reshape(n, -1)
+        canvas.reshape(-1)[base[:, None] + self._paste_offsets[None, :]] = patches.reshape(n, self._paste_offsets.size)
         return self._finish(canvas, f, rng)
 
     def sample(self, n: int, rng=None) -> tuple[np.ndarray, np.ndarray]:

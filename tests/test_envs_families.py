@@ -152,6 +152,7 @@ def test_render_snaps_off_grid_values_and_wraps_rotation():
     np.testing.assert_array_equal(fam.render(g), fam.render(f))
     with pytest.raises(ValueError, match="shape"):
         fam.render(np.zeros((3, 5)))
+    assert fam.render(np.zeros((0, 7))).shape == (0, 32, 32, 1)
 
 
 def test_classes_are_distinguishable_from_pixels():

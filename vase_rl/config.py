@@ -111,6 +111,15 @@ class VASEConfig:
     dreaming: bool = True  # D
     atypicality_mask: bool = True  # A
 
+    # --- imagination-driven exploration (§10, paper appendix A.3.1) --------------------------
+    imagination: bool = False  # add imagined x* = g(z*, x) . x to the training batches
+    imagination_fraction: float = 0.25  # imagined images per real image in a batch
+    imagination_every: int = 1  # translation-policy updates every n learner updates
+    imagination_max_shift: float = 0.5  # |tx|, |ty| bound as a fraction of the image side
+    imagination_hidden: int = 64  # hidden fc units of the translation policy
+    imagination_learning_rate: float = 1e-3
+    imagination_active_only: bool = True  # score only latents active in the current domain
+
     # --- execution -----------------------------------------------------------------------
     precision: str = "fp32"  # "fp32" (exact) or "bf16" (autocast on the networks)
     channels_last: bool = False
@@ -148,7 +157,7 @@ class VASEConfig:
             raise bad("image_shape", f"H and W must be multiples of {2 ** n} (e.g. 32 or 64); resize the input")
         for name in ("latent_dim", "hidden_dim", "batch_size", "used_refresh_every", "used_estimation_steps",
                      "used_estimation_batch", "infer_every", "patience", "snapshot_every",
-                     "max_consecutive_nonfinite"):
+                     "max_consecutive_nonfinite", "imagination_every", "imagination_hidden"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be a positive integer")
         if self.max_domains < 1:
@@ -156,7 +165,8 @@ class VASEConfig:
         if self.domain_warmup < 0:
             raise bad("domain_warmup", "must be >= 0")
         for name in ("width", "gaussian_std", "learning_rate", "kappa", "used_noise_threshold",
-                     "used_estimation_lr", "logvar_clamp", "classifier_learning_rate"):
+                     "used_estimation_lr", "logvar_clamp", "classifier_learning_rate",
+                     "imagination_learning_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "must be a finite positive number")
@@ -172,6 +182,10 @@ class VASEConfig:
             raise bad("reference_momentum", "must be in (0, 1]")
         if not 0 < self.dream_batch_fraction <= 4:
             raise bad("dream_batch_fraction", "must be in (0, 4]")
+        if not 0 <= self.imagination_fraction <= 4:
+            raise bad("imagination_fraction", "must be in [0, 4]")
+        if not 0 < self.imagination_max_shift <= 1:
+            raise bad("imagination_max_shift", "must be in (0, 1] (fraction of the image side)")
         if self.kappa < 1:
             raise bad("kappa", "must be >= 1 (a batch is new when its loss exceeds kappa x the reference)")
         for name, allowed in (("likelihood", _VALID_LIKELIHOODS), ("objective", _VALID_OBJECTIVES),
@@ -180,7 +194,8 @@ class VASEConfig:
                               ("nonfinite", _VALID_NONFINITE)):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {allowed}")
-        for name in ("domain_inference", "dreaming", "atypicality_mask", "channels_last", "compile_inference"):
+        for name in ("domain_inference", "dreaming", "atypicality_mask", "channels_last", "compile_inference",
+                     "imagination", "imagination_active_only"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
 

@@ -116,6 +116,12 @@ class VASE:
         self._eye = torch.eye(config.max_domains, device=self.device)
         self._compiled_encoder: Callable | None = None
         self.training = True
+        # imagination-driven exploration (spec §10): a plugin the learner owns and saves
+        self.imagination = None
+        if config.imagination:
+            from vase_rl.imagination import Imagination
+
+            self.imagination = Imagination(config, self)
 
     # ------------------------------------------------------------------------------------
     # read-only state
@@ -234,6 +240,10 @@ class VASE:
         if x.shape[0] < 2:
             raise ValueError(f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); "
                              f"got {x.shape[0]}")
+        x_real = x
+        if self.imagination is not None and cfg.imagination_fraction > 0 and self.num_domains > 0:
+            n_imagined = max(1, int(round(x.shape[0] * cfg.imagination_fraction)))
+            x = torch.cat([x, self.imagination.imagine(x[:n_imagined]).detach()], dim=0)
         self.encoder.train(); self.decoder.train(); self.classifier.train()
         step = self.num_updates
         capacity = capacity_at(step, cfg.capacity_max, cfg.capacity_increment)
@@ -327,6 +337,9 @@ class VASE:
         record = self.memory.records[chosen]
         if (cfg.domain_inference and cfg.atypicality_mask and record.num_updates % cfg.used_refresh_every == 0):
             self._refresh_used_latents(x, chosen)
+        imagination_stats: dict[str, float] = {}
+        if self.imagination is not None and self.num_updates % cfg.imagination_every == 0:
+            imagination_stats = self.imagination.train_step(x_real)
         self.last_atypicality = alpha.detach().cpu().numpy()
         self.last_kl_per_latent = kl_latent.detach().mean(0).cpu().numpy()
 
@@ -349,6 +362,8 @@ class VASE:
         for key in ("classifier", "dream_encoder", "dream_decoder", "dream_classifier"):
             if key in terms:
                 stats[key] = float(terms[key].detach())
+        for key, value in imagination_stats.items():
+            stats[f"imagination_{key}"] = float(value)
         return stats
 
     def _dreaming_active(self, chosen: int) -> bool:
@@ -550,6 +565,7 @@ class VASE:
             "mask": self._mask.tolist(),
             "num_updates": self.num_updates,
             "skipped_updates": self.skipped_updates,
+            "imagination": None if self.imagination is None else self.imagination.state_dict(),
             "rng_device": self.device.type,
             "rng": self.generator.get_state(),
         }
@@ -598,6 +614,10 @@ class VASE:
                 learner.snapshot.encoder.load_state_dict(state["snapshot"]["encoder"])
                 learner.snapshot.decoder.load_state_dict(state["snapshot"]["decoder"])
                 learner.snapshot.synced_at = int(state["snapshot"]["synced_at"])
+            if learner.imagination is not None:
+                if state.get("imagination") is None:
+                    raise ValueError("checkpoint has no imagination state but its config enables imagination")
+                learner.imagination.load_state_dict(state["imagination"])
             learner.memory.load_state_dict(state["memory"])
             learner._mask = torch.tensor(state["mask"], dtype=torch.bool, device=learner.device)
             learner.num_updates = int(state["num_updates"])
