@@ -104,6 +104,18 @@ def test_actions_translate_the_sprite():
     np.testing.assert_allclose(info["position"], [0.5 + cont.max_shift, 0.5 - cont.max_shift], atol=1e-6)
 
 
+def test_action_scale_in_pixels():
+    env = gym.make("vase_rl/SpriteTaskContinuous-v0", image_size=64).unwrapped
+    env.reset(seed=0)
+    env._pos[:] = 0.3
+    before = env._observe()[..., 0].astype(float)
+    after = env.step(np.array([1.0, 0.0], dtype=np.float32))[0][..., 0].astype(float)
+    cols = np.arange(64)
+    shift = (after.sum(0) * cols).sum() / after.sum() - (before.sum(0) * cols).sum() / before.sum()
+    assert env.movement_range_pixels == 64 - env.family.patch_size
+    assert abs(shift - env.action_scale_pixels) <= 1.0
+
+
 @pytest.mark.parametrize("env_id", ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DigitTask-v0", "vase_rl/DomainSequence-v0"])
 def test_oracle_beats_random_by_a_wide_margin(env_id):
     oracle = E.evaluate_policy_returns(env_id, "oracle", episodes=40, seed=0)

@@ -122,6 +122,8 @@ def test_registered_idx_domain_in_streams_and_envs(mnist_dir):
     assert info["domain_name"] == "moving_tinymnist"
     oracle = E.evaluate_policy_returns(env, "oracle", episodes=10)
     assert oracle["success_rate"] == 1.0
+    with pytest.raises(ValueError, match="moving_tinymnist"):
+        E.SpriteTaskEnv(domain="tinymnist")  # full-frame images cannot move
 
 
 def test_bad_idx_arrays():

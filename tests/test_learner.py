@@ -1,0 +1,216 @@
+"""The VASE learner: contract, bad input, masking/dreaming behaviour, save/load, end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import rings, squares
+from vase_rl import VASE, VASEConfig
+from vase_rl.objectives import gaussian_kl_to_standard
+
+
+def _params(learner):
+    return [p.detach().clone() for p in learner._parameters()]
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_update_and_encode_contract(tiny_config, rng):
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    x = squares(rng, 16)
+    stats = learner.update(x)
+    for key in ("loss", "recon", "kl", "capacity", "domain", "num_domains", "event", "active_latents"):
+        assert key in stats
+    assert stats["domain"] == 0 and learner.num_domains == 1 and learner.num_updates == 1
+    z = learner.encode(x)
+    assert z.shape == (16, 8) and z.dtype == np.float32 and np.isfinite(z).all()
+    # float (B, C, H, W) in [0, 1] and uint8 (B, H, W, C) are the same images
+    x_float = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    np.testing.assert_allclose(learner.encode(x_float), z, rtol=1e-5, atol=1e-6)
+    assert learner.decode(z, 0).shape == (16, 1, 16, 16)
+    assert learner.reconstruct(x).shape == (16, 1, 16, 16)
+    assert learner.latent_mask.dtype == bool and learner.latent_mask.shape == (8,)
+
+
+def test_encode_has_no_side_effects(tiny_config, rng):
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    x = squares(rng, 16)
+    learner.update(x)
+    before, state = _params(learner), learner.generator.get_state()
+    z1, z2 = learner.encode(x), learner.encode(x)
+    learner.reconstruct(x), learner.predict_domain(x)
+    np.testing.assert_array_equal(z1, z2)
+    assert _same(before, _params(learner)) and torch.equal(state, learner.generator.get_state())
+    assert learner.num_updates == 1
+
+
+@pytest.mark.parametrize(
+    "batch, error, match",
+    [
+        (np.zeros((16, 16, 1), np.uint8), ValueError, "4 dims"),
+        (np.zeros((4, 16, 16, 3), np.uint8), ValueError, "channel count 3"),
+        (np.zeros((4, 20, 20, 1), np.uint8), ValueError, "image size"),
+        (np.zeros((4, 16, 16, 1), np.int64), TypeError, "dtype"),
+        (np.full((4, 1, 16, 16), 255.0, np.float32), ValueError, r"\[0, 1\]"),
+        (np.full((4, 1, 16, 16), np.nan, np.float32), ValueError, "NaN"),
+        (np.zeros((0, 1, 16, 16), np.float32), ValueError, "empty"),
+        ([[0.0]], TypeError, "numpy array or torch tensor"),
+        (np.zeros((1, 1, 16, 16), np.float32), ValueError, "at least 2"),
+    ],
+)
+def test_bad_input_raises_clear_errors(tiny_config, batch, error, match):
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    with pytest.raises(error, match=match):
+        learner.update(batch)
+
+
+def test_bad_decode_and_domain_arguments(tiny_config, rng):
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    learner.update(squares(rng, 16))
+    with pytest.raises(ValueError, match="shape"):
+        learner.decode(np.zeros((2, 3)), 0)
+    with pytest.raises(ValueError, match="does not exist"):
+        learner.decode(np.zeros((2, 8)), 5)
+    with pytest.raises(TypeError, match="VASEConfig"):
+        VASE({"latent_dim": 3})
+
+
+def test_masked_latents_contribute_zero_kl(tiny_config, rng):
+    cfg = tiny_config.replace(domain_warmup=0, mask_threshold_low=0.0, mask_threshold_high=1e9)
+    learner = VASE(cfg, seed=0, device="cpu")
+    x = squares(rng, 16)
+    learner.update(x)
+    mask = torch.tensor([True, False] * 4)
+    learner._mask = mask.clone()
+    learner.memory.records[0].latent_mask = mask.tolist()
+    mu, logvar = learner.posterior(x)
+    kl = gaussian_kl_to_standard(torch.from_numpy(mu), torch.from_numpy(logvar))
+    stats = learner.update(x)
+    assert stats["kl"] == pytest.approx(float((kl * mask).sum(1).mean()), rel=1e-4)
+    assert stats["kl"] < float(kl.sum(1).mean())
+    assert stats["active_latents"] == 4
+    # encode puts masked latents at the prior mean
+    assert np.all(learner.encode(x)[:, ~mask.numpy()] == 0)
+
+
+def test_dreaming_losses_are_zero_right_after_sync(tiny_config, rng):
+    learner = VASE(tiny_config.replace(snapshot_every=10_000), seed=0, device="cpu")
+    for _ in range(3):
+        learner.update(squares(rng, 16))
+    assert learner.dreaming_losses() == {}  # no past domain yet
+    learner.memory.allocate(learner.latent_mask.tolist(), learner.num_updates)  # a second domain
+    learner.sync_snapshot()
+    terms = learner.dreaming_losses(n=16)
+    assert terms["dream_encoder"] == 0.0 and terms["dream_decoder"] == pytest.approx(0.0, abs=1e-6)
+    for _ in range(3):
+        stats = learner.update(rings(rng, 16))
+    assert "dream_decoder" in stats
+    after = learner.dreaming_losses(n=16)
+    assert after["dream_encoder"] > 0 and after["dream_decoder"] > 0
+
+
+def test_save_load_continues_identically(tiny_config, rng, tmp_path):
+    learner = VASE(tiny_config, seed=3, device="cpu")
+    for _ in range(25):  # crosses a snapshot sync and a used-latent refresh
+        learner.update(squares(rng, 16))
+    path = learner.save(tmp_path / "vase.pt")
+    assert (tmp_path / "vase.pt.config.json").is_file()
+    clone = VASE.load(path, device="cpu")
+    batches = [squares(rng, 16) for _ in range(4)]
+    np.testing.assert_array_equal(clone.encode(batches[0]), learner.encode(batches[0]))
+    for b in batches:
+        s1, s2 = learner.update(b), clone.update(b)
+        assert s1["loss"] == s2["loss"] and s1["domain"] == s2["domain"]
+    assert _same(_params(learner), _params(clone))
+    assert clone.domains == learner.domains and clone.num_updates == learner.num_updates
+
+
+def test_corrupt_and_incompatible_checkpoints(tiny_config, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable vase_rl checkpoint"):
+        VASE.load(bad)
+    with pytest.raises(FileNotFoundError):
+        VASE.load(tmp_path / "missing.pt")
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    state = learner.state_dict()
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="format marker"):
+        VASE.load(tmp_path / "other.pt")
+    torch.save(dict(state, format_version=99), tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="version 99"):
+        VASE.load(tmp_path / "future.pt")
+    state["encoder"] = {k: v[:1] for k, v in state["encoder"].items()}
+    torch.save(state, tmp_path / "shapes.pt")
+    with pytest.raises(ValueError, match="incompatible"):
+        VASE.load(tmp_path / "shapes.pt")
+
+
+def test_nonfinite_loss_skips_update_without_touching_weights(tiny_config, rng):
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    learner.update(squares(rng, 16))
+    with torch.no_grad():
+        learner.decoder.deconvs[-1].bias.fill_(float("nan"))
+    before = _params(learner)
+    opt_state = {k: v.clone() for k, v in learner.optimizer.state[learner.encoder.head.weight].items()}
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        stats = learner.update(squares(rng, 16))
+    assert stats["skipped"] and learner.skipped_updates == 1 and learner.num_updates == 1
+    for a, b in zip(before, _params(learner)):
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=0, atol=0)
+    for k, v in learner.optimizer.state[learner.encoder.head.weight].items():
+        assert torch.equal(v, opt_state[k])
+    strict = VASE(tiny_config.replace(nonfinite="raise"), seed=0, device="cpu")
+    strict.update(squares(rng, 16))
+    with torch.no_grad():
+        strict.decoder.deconvs[-1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        strict.update(squares(rng, 16))
+
+
+def test_bf16_option_trains_close_to_fp32(tiny_config, rng):
+    x = squares(rng, 16)
+    fp32 = VASE(tiny_config, seed=0, device="cpu").update(x)
+    bf16_learner = VASE(tiny_config.replace(precision="bf16"), seed=0, device="cpu")
+    bf16 = bf16_learner.update(x)
+    assert np.isfinite(bf16["loss"])
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
+    assert np.isfinite(bf16_learner.encode(x)).all()
+
+
+def test_fit_consumes_streams_and_stops_on_callback(tiny_config, rng):
+    learner = VASE(tiny_config, seed=0, device="cpu")
+    stream = ((squares(rng, 16), {"domain": 0}) for _ in range(10))
+    history = learner.fit(stream, steps=4)
+    assert len(history) == 4 and learner.num_updates == 4
+    history = learner.fit(({"images": squares(rng, 16)} for _ in range(10)), callback=lambda s: s["step"] < 6)
+    assert learner.num_updates == 6 and len(history) == 2
+
+
+def _run_abA(config, seed, lengths=(250, 250, 60)):
+    learner = VASE(config, seed=seed, device="cpu")
+    rng = np.random.default_rng(seed)
+    phases = []
+    for make, n in zip((squares, rings, squares), lengths):
+        phases.append([learner.update(make(rng, config.batch_size, 16))["domain"] for _ in range(n)])
+    return learner, phases
+
+
+E2E = VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.5, latent_dim=16, domain_warmup=50)
+
+
+def test_end_to_end_two_domains_and_reidentification():
+    learner, (a, b, a_again) = _run_abA(E2E, seed=0)
+    assert learner.num_domains == 2
+    assert set(a) == {0}
+    assert b[-1] == 1 and b.count(1) > 0.95 * len(b)  # allocated within a few batches of the switch
+    assert a_again[-1] == 0 and a_again.count(0) > 0.9 * len(a_again)  # A re-identified on return
+    events = [d["event"] for d in learner.domain_log]
+    assert events.count("new") == 1
+
+
+def test_end_to_end_without_domain_inference_has_one_domain():
+    learner, phases = _run_abA(E2E.replace(domain_inference=False), seed=0, lengths=(120, 120, 30))
+    assert learner.num_domains == 1 and {d for p in phases for d in p} == {0}
