@@ -53,7 +53,7 @@ def goal_layout(num_classes: int, goal_radius: float | None = None) -> tuple[np.
     centres = 0.5 + GOAL_RING_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     if goal_radius is None:
         chord = 2.0 * GOAL_RING_RADIUS * math.sin(math.pi / k) if k > 1 else 1.0
-        goal_radius = min(0.15, 0.45 * chord)
+        goal_radius = min(0.1, 0.45 * chord)
     return centres, float(goal_radius)
 
 
@@ -78,7 +78,7 @@ class SpriteTaskEnv(gym.Env):
         continuous: bool = False,
         max_steps: int = 50,
         step_size: float = 0.125,
-        max_shift: float = 0.25,
+        max_shift: float = 0.2,
         goal_radius: float | None = None,
         family_seed: int = 0,
         render_mode: str | None = None,
@@ -106,6 +106,12 @@ class SpriteTaskEnv(gym.Env):
         self.families: list[SpriteFamily] = [
             make_domain(name, self.image_size, self.channels, seed=family_seed).prepare() for name in self.domain_names
         ]  # banks are built here (cached per process) so that no step pays for them
+        for name, fam in zip(self.domain_names, self.families):
+            if fam.image_size - fam.patch_size < 4:
+                raise ValueError(
+                    f"domain {name!r} fills the frame, so the sprite's position could not be seen; "
+                    f"use 'moving_{name}' (a smaller sprite) instead"
+                )
         self._goals = [goal_layout(f.num_classes, goal_radius) for f in self.families]
         self.observation_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, self.channels), dtype=np.uint8)
         if self.continuous:
@@ -139,6 +145,17 @@ class SpriteTaskEnv(gym.Env):
     @property
     def position(self) -> np.ndarray:
         return self._pos.copy()
+
+    @property
+    def movement_range_pixels(self) -> int:
+        """Pixels between the extreme positions 0 and 1 (image side minus sprite patch side)."""
+        return self.family.image_size - self.family.patch_size
+
+    @property
+    def action_scale_pixels(self) -> float:
+        """Pixels moved per unit of action: ``max_shift`` (continuous) or ``step_size`` (discrete)
+        times the movement range. Lets an image-space translation policy act in the env."""
+        return (self.max_shift if self.continuous else self.step_size) * self.movement_range_pixels
 
     def _distance(self) -> float:
         return float(np.hypot(*(self._pos - self.goal)))
@@ -259,7 +276,7 @@ class DomainSequenceEnv(SpriteTaskEnv):
         continuous: bool = False,
         max_steps: int = 50,
         step_size: float = 0.125,
-        max_shift: float = 0.25,
+        max_shift: float = 0.2,
         goal_radius: float | None = None,
         family_seed: int = 0,
         render_mode: str | None = None,
