@@ -98,3 +98,13 @@ def test_state_roundtrip():
     m2 = DomainMemory(max_domains=3, kappa=1.5)
     m2.load_state_dict(m.state_dict())
     assert m2.state_dict() == m.state_dict()
+
+
+def test_used_latents_are_read_within_the_domains_mask():
+    # latent 1 was marked used, but the domain masked it later: its decoder only saw noise there,
+    # so the batch activating latent 1 is no evidence of a new domain
+    m = _memory()
+    m.set_used(0, [T, T], [0.1, 0.1])
+    m.records[0].latent_mask = [T, F]
+    assert m.decide(1, 0, 100.0, _t([T, T])) == (0, "stay")
+    assert m.decide(2, 0, 100.0, _t([F, F])) == (1, "new")  # a used, active latent turned atypical

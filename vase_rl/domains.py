@@ -154,7 +154,9 @@ class DomainMemory:
             self._log(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, 0, "warmup", cur, "stay"))
             return cur, "stay"
         dom_mask = torch.tensor(rec.latent_mask, dtype=torch.bool, device=batch_mask_for_candidate.device)
-        used = None if rec.used_latents is None else torch.tensor(rec.used_latents, dtype=torch.bool, device=dom_mask.device)
+        # a latent masked for the domain is fed prior noise, so its decoder cannot be using it:
+        # the used set is always read within the domain's current mask
+        used = None if rec.used_latents is None else torch.tensor(rec.used_latents, dtype=torch.bool, device=dom_mask.device) & dom_mask
         new, reason, dis = algorithm1_vote(candidate_loss, rec.reference_recon_loss, self.kappa,
                                            batch_mask_for_candidate, dom_mask, used)
         if not new:
