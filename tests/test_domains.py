@@ -108,3 +108,19 @@ def test_used_latents_are_read_within_the_domains_mask():
     m.records[0].latent_mask = [T, F]
     assert m.decide(1, 0, 100.0, _t([T, T])) == (0, "stay")
     assert m.decide(2, 0, 100.0, _t([F, F])) == (1, "new")  # a used, active latent turned atypical
+
+
+def test_fallback_to_current_domain_before_allocating():
+    m = _memory()
+    m.decide(1, 0, 500.0, _t([T, T]))  # domain 1 allocated and current
+    m.record_update(1, 50.0, [T, T], step=1, update_reference=True)
+    # classifier proposes domain 0, which rejects the batch; domain 1 still explains it
+    assert m.decide(2, 0, 500.0, _t([T, T]), current_loss=55.0, current_batch_mask=_t([T, T])) == (2, "new")
+    m2 = _memory()
+    m2.fallback_to_current = True
+    m2.decide(1, 0, 500.0, _t([T, T]))
+    m2.record_update(1, 50.0, [T, T], step=1, update_reference=True)
+    assert m2.decide(2, 0, 500.0, _t([T, T]), current_loss=55.0, current_batch_mask=_t([T, T])) == (1, "stay")
+    assert m2.log[-1].vote == "current_fits"
+    # when the current domain rejects the batch too, a new domain is allocated
+    assert m2.decide(3, 0, 500.0, _t([T, T]), current_loss=500.0, current_batch_mask=_t([T, T])) == (2, "new")

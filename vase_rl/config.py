@@ -94,6 +94,7 @@ class VASEConfig:
     kappa: float = PAPER["kappa_disentangled"]
     infer_every: int = 1  # run Algorithm 1 every n updates
     patience: int = 1  # consecutive "new domain" votes before allocating (1 = paper)
+    fallback_to_current: bool = False  # allocate only if the current domain rejects the batch too
     reference_momentum: float = 0.05  # running-mean rate of the reference reconstruction loss
     domain_warmup: int = 100  # updates during which a new domain cannot be rejected
     classifier_weight: float = 1.0
@@ -195,6 +196,7 @@ class VASEConfig:
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {allowed}")
         for name in ("domain_inference", "dreaming", "atypicality_mask", "channels_last", "compile_inference",
+                     "fallback_to_current",
                      "imagination", "imagination_active_only"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -301,6 +303,7 @@ _CPU32: dict[str, Any] = {
     "used_refresh_every": 100,
     "domain_warmup": 60,
     "patience": 3,
+    "fallback_to_current": True,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

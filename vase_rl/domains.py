@@ -97,6 +97,7 @@ class DomainMemory:
     log: list[Decision] = field(default_factory=list)
     fallback_count: int = 0
     log_stay_every: int = 25  # "stay"/"warmup" decisions are logged every n updates; all others always
+    fallback_to_current: bool = False  # see decide(); False is the paper's Algorithm 1
 
     # --- basic bookkeeping -------------------------------------------------------------
     @property
@@ -140,10 +141,15 @@ class DomainMemory:
         candidate_loss: float,
         batch_mask_for_candidate: torch.Tensor,
         new_domain_mask: torch.Tensor | None = None,
+        current_loss: float | None = None,
+        current_batch_mask: torch.Tensor | None = None,
     ) -> tuple[int, str]:
         """Turn this batch's Algorithm-1 vote into a domain id. Returns ``(domain, event)``
         with event "stay", "switch", "new", "pending" or "max_domains". A new domain starts with
-        ``new_domain_mask`` (the mask in force; defaults to the candidate's batch mask)."""
+        ``new_domain_mask`` (the mask in force; defaults to the candidate's batch mask). With
+        ``fallback_to_current``, a rejected candidate other than the current domain leads to a new
+        domain only if the current domain (``current_loss``, ``current_batch_mask``) rejects the
+        batch as well."""
         assert self.current is not None, "allocate the first domain before deciding"
         cur = self.current
         rec = self.records[candidate]
@@ -153,12 +159,16 @@ class DomainMemory:
             self.pending_new_votes = 0
             self._log(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, 0, "warmup", cur, "stay"))
             return cur, "stay"
-        dom_mask = torch.tensor(rec.latent_mask, dtype=torch.bool, device=batch_mask_for_candidate.device)
-        # a latent masked for the domain is fed prior noise, so its decoder cannot be using it:
-        # the used set is always read within the domain's current mask
-        used = None if rec.used_latents is None else torch.tensor(rec.used_latents, dtype=torch.bool, device=dom_mask.device) & dom_mask
-        new, reason, dis = algorithm1_vote(candidate_loss, rec.reference_recon_loss, self.kappa,
-                                           batch_mask_for_candidate, dom_mask, used)
+        new, reason, dis = self._vote(candidate, candidate_loss, batch_mask_for_candidate)
+        if new and candidate != cur and self.fallback_to_current and current_loss is not None:
+            # the classifier's candidate rejects the batch, but the domain being trained may
+            # still explain it: then there is no evidence of a new domain
+            cur_new, _, cur_dis = self._vote(cur, current_loss, current_batch_mask)
+            if not cur_new:
+                self.pending_new_votes = 0
+                self._log(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis,
+                                   "current_fits", cur, "stay"), force=True)
+                return cur, "stay"
         if not new:
             self.pending_new_votes = 0
             event = "stay" if candidate == cur else "switch"
@@ -187,8 +197,18 @@ class DomainMemory:
         self.log.append(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, new_id, "new"))
         return new_id, "new"
 
-    def _log(self, decision: Decision) -> None:
-        if decision.event != "stay" or decision.step % self.log_stay_every == 0:
+    def _vote(self, domain: int, loss: float, batch_mask: torch.Tensor) -> tuple[bool, str, int]:
+        rec = self.records[domain]
+        dom_mask = torch.tensor(rec.latent_mask, dtype=torch.bool, device=batch_mask.device)
+        # a latent masked for the domain is fed prior noise, so its decoder cannot be using it:
+        # the used set is always read within the domain's current mask
+        used = None
+        if rec.used_latents is not None:
+            used = torch.tensor(rec.used_latents, dtype=torch.bool, device=batch_mask.device) & dom_mask
+        return algorithm1_vote(loss, rec.reference_recon_loss, self.kappa, batch_mask, dom_mask, used)
+
+    def _log(self, decision: Decision, force: bool = False) -> None:
+        if force or decision.event != "stay" or decision.step % self.log_stay_every == 0:
             self.log.append(decision)
 
     # --- plain data --------------------------------------------------------------------

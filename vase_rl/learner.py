@@ -106,6 +106,7 @@ class VASE:
             patience=config.patience,
             warmup=config.domain_warmup,
             momentum=config.reference_momentum,
+            fallback_to_current=config.fallback_to_current,
         )
         self._mask = torch.ones(config.latent_dim, dtype=torch.bool, device=self.device)
         self.num_updates = 0
@@ -288,8 +289,10 @@ class VASE:
                 mask_candidate = mask_from(self._domain_mask(candidate))
                 z_c = apply_mask(z_post, mask_candidate, prior_noise)
                 nll_candidate = self._nll(self._decode_net(self.decoder, z_c, candidate), x)
+            current_loss = None if candidate == current else float(nll_current.detach().mean())
             chosen, event = self.memory.decide(step, candidate, float(nll_candidate.detach().mean()),
-                                               mask_candidate, new_domain_mask=mask_current)
+                                               mask_candidate, new_domain_mask=mask_current,
+                                               current_loss=current_loss, current_batch_mask=mask_current)
             if event == "new":
                 mask_used = mask_current
                 nll_used = self._nll(self._decode_net(self.decoder, z_current, chosen), x)
