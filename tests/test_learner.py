@@ -214,3 +214,38 @@ def test_end_to_end_two_domains_and_reidentification():
 def test_end_to_end_without_domain_inference_has_one_domain():
     learner, phases = _run_abA(E2E.replace(domain_inference=False), seed=0, lengths=(120, 120, 30))
     assert learner.num_domains == 1 and {d for p in phases for d in p} == {0}
+
+
+@pytest.mark.parametrize("reduction", ["batch_mean", "per_sample"])
+def test_kl_tracks_capacity_in_a_healthy_run(reduction):
+    cfg = E2E.replace(capacity_reduction=reduction, capacity_increment=1 / 1500)
+    learner = VASE(cfg, seed=0, device="cpu")
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(300):
+        stats = learner.update(squares(rng, cfg.batch_size, 16))
+        gaps.append(abs(stats["kl"] - stats["capacity"]))
+    assert stats["capacity"] > 4.0  # C has risen
+    assert np.mean(gaps[-50:]) < 1.0  # within about a nat of C
+    assert learner.latent_mask.sum() > 0
+
+
+def test_bf16_falls_back_to_fp32_when_autocast_is_unavailable(tiny_config, monkeypatch, rng):
+    import vase_rl.learner as learner_module
+
+    def broken_autocast(*args, **kwargs):
+        raise RuntimeError("no bf16 here")
+
+    monkeypatch.setattr(learner_module.torch, "autocast", broken_autocast)
+    with pytest.warns(RuntimeWarning, match="falling back to fp32"):
+        learner = VASE(tiny_config.replace(precision="bf16"), seed=0, device="cpu")
+    assert not learner._amp_enabled
+    assert np.isfinite(learner.update(squares(rng, 16))["loss"])
+
+
+@pytest.mark.slow
+def test_compiled_inference_matches_eager(tiny_config, rng):
+    x = squares(rng, 16)
+    eager = VASE(tiny_config, seed=0, device="cpu")
+    compiled = VASE(tiny_config.replace(compile_inference=True), seed=0, device="cpu")
+    np.testing.assert_allclose(compiled.encode(x), eager.encode(x), rtol=1e-4, atol=1e-5)
