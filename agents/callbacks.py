@@ -1,0 +1,147 @@
+"""SB3 callback for VASE: logs ``vase/*`` scalars through SB3's logger and saves the learner.
+
+A VecEnv wrapper has no logger, so :class:`VASECallback` finds the VASE wrapper in the
+training env (a :class:`~vase_rl.wrappers.VecVASE` in the VecEnv stack, or
+:class:`~vase_rl.wrappers.VASEWrapper` sub-envs reached through ``env_method``) and records,
+once per rollout (``_on_rollout_end``, so the values land in that iteration's log):
+
+* ``vase/loss``, ``vase/recon``, ``vase/kl``, ``vase/regulariser``, ``vase/classifier``,
+  ``vase/dream_*``: means over the updates since the last log;
+* ``vase/capacity`` (C now) and ``vase/kl_minus_capacity`` (KL - C, eq. 3);
+* ``vase/domain``, ``vase/num_domains``, ``vase/events_new``/``switch``/``pending``/
+  ``max_domains`` (domain-inference decisions since the last log);
+* ``vase/active_latents``, ``vase/used_latents``, ``vase/num_updates``, ``vase/frames_seen``.
+
+With ``save_freq > 0`` it writes ``{save_path}/{name_prefix}_vase_{steps}_steps.pt`` every
+``save_freq`` calls (as ``CheckpointCallback`` counts them), and with ``save_model=True`` the
+agent beside it as ``{name_prefix}_{steps}_steps.zip``. Nothing here needs tensorboard, tqdm or rich.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
+
+from vase_rl.wrappers import VASEWrapper, VecVASE, find_vec_vase_in
+
+__all__ = ["VASECallback", "find_vec_vase"]
+
+
+find_vec_vase = find_vec_vase_in
+
+
+class VASECallback(BaseCallback):
+    """Log VASE's training scalars under ``vase/`` and optionally checkpoint the learner.
+
+    Args:
+        log_freq: log every ``log_freq`` rollouts (0 disables logging).
+        save_freq: save every ``save_freq`` callback calls (0: never). With n envs, one call
+            is n environment steps, as in SB3's ``CheckpointCallback``.
+        save_path: folder for the checkpoints (required when ``save_freq > 0``).
+        name_prefix: file name prefix.
+        save_model: also save the agent (``model.save``) at each checkpoint.
+        verbose: 1 prints where checkpoints go.
+    """
+
+    def __init__(self, log_freq: int = 1, save_freq: int = 0, save_path: str | None = None,
+                 name_prefix: str = "vase", save_model: bool = False, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if log_freq < 0 or save_freq < 0:
+            raise ValueError("log_freq and save_freq must be >= 0")
+        if save_freq > 0 and not save_path:
+            raise ValueError("save_freq > 0 needs save_path (a folder for the checkpoints)")
+        self.log_freq = int(log_freq)
+        self.save_freq = int(save_freq)
+        self.save_path = save_path
+        self.name_prefix = name_prefix
+        self.save_model = bool(save_model)
+        self._vec: VecVASE | None = None
+        self._per_env = False
+        self._last_update: int | None = None
+        self._rollouts = 0
+        self.last_stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ SB3 hooks
+    def _init_callback(self) -> None:
+        env = self.training_env
+        self._vec = find_vec_vase(env)
+        self._per_env = False
+        if self._vec is None and isinstance(env, VecEnv):
+            try:
+                self._per_env = any(env.env_is_wrapped(VASEWrapper))
+            except Exception:  # pragma: no cover - exotic VecEnvs
+                self._per_env = False
+        if self._vec is None and not self._per_env and self.verbose:
+            print("VASECallback: no VecVASE or VASEWrapper found in the training env; nothing to log")
+        if self.save_path is not None and self.save_freq > 0:
+            os.makedirs(self.save_path, exist_ok=True)
+
+    def _on_rollout_end(self) -> None:
+        self._rollouts += 1
+        if self.log_freq and self._rollouts % self.log_freq == 0:
+            self.log_stats()
+
+    def _on_step(self) -> bool:
+        if self.save_freq > 0 and self.n_calls % self.save_freq == 0:
+            self.save_checkpoint()
+        return True
+
+    # ------------------------------------------------------------------ work
+    @property
+    def found(self) -> bool:
+        return self._vec is not None or self._per_env
+
+    def collect_stats(self) -> dict[str, Any]:
+        """Plain-data stats since the last log (means over sub-envs for per-env wrappers)."""
+        since = self._last_update
+        if self._vec is not None:
+            return self._vec.get_vase_stats(since=since)
+        if self._per_env:
+            per_env = [s for s in self.training_env.env_method("get_vase_stats", since)]
+            keys = set().union(*per_env)
+            merged: dict[str, Any] = {}
+            for key in keys:
+                values = [s[key] for s in per_env if key in s and isinstance(s[key], (int, float, bool, np.number))]
+                if values:
+                    merged[key] = float(np.mean([float(v) for v in values]))
+            return merged
+        return {}
+
+    def log_stats(self) -> dict[str, Any]:
+        stats = self.collect_stats()
+        if not stats:
+            return stats
+        for key, value in sorted(stats.items()):
+            if isinstance(value, (bool, np.bool_)):
+                value = int(value)
+            if isinstance(value, (int, float, np.number)) and np.isfinite(value):
+                self.logger.record(f"vase/{key}", float(value) if isinstance(value, float) else value)
+        if "num_updates" in stats:
+            self._last_update = int(stats["num_updates"])
+        self.last_stats = stats
+        return stats
+
+    def _path(self, kind: str, extension: str) -> str:
+        assert self.save_path is not None
+        return os.path.join(self.save_path, f"{self.name_prefix}_{kind}{self.num_timesteps}_steps.{extension}")
+
+    def save_checkpoint(self) -> str | None:
+        """Save the learner (and the agent with ``save_model``) now; returns the learner's path."""
+        if self.save_path is None:
+            raise ValueError("VASECallback has no save_path")
+        path = self._path("vase_", "pt")
+        if self._vec is not None:
+            self._vec.save(path)
+        elif self._per_env:
+            self.training_env.env_method("save", path, indices=[0])
+        else:
+            path = None
+        if self.save_model:
+            self.model.save(self._path("", "zip"))
+        if self.verbose >= 1 and path is not None:
+            print(f"Saving VASE learner checkpoint to {path}")
+        return path

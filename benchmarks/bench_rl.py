@@ -1,0 +1,461 @@
+"""PPO on VASE latents vs PPO on raw pixels vs PPO on ground-truth factors (sprite task).
+
+One run, same environment (``vase_rl/SpriteTask-v0``, 64x64 grey frames), same PPO settings
+(``vase_rl.agents.DEFAULT_PPO_KWARGS``), same seeds, 8 environments (DummyVecEnv):
+
+* ``vase``    — VecVASE (learning on, ``cpu32`` preset: frames resized to 32x32, default
+  schedule) + VecNormalize on the latents + PPO MlpPolicy (what ``ppo_on_latents`` builds);
+* ``pixels``  — PPO CnnPolicy (NatureCNN) on the raw 64x64 frames;
+* ``factors`` — PPO MlpPolicy on the true state (class one-hot, x, y) read from ``info``.
+
+Measured: return vs environment steps (every finished episode; bins of steps/20), the final
+return (episodes in the last 10 % of steps), the steps at which each arm first reaches the
+pixel baseline's final return, environment steps per second, and a time breakdown
+(environment / VASE / PPO itself). A separate short run with learning frozen measures the
+wrapper's overhead against PPO's own per-step cost at 8 envs.
+
+    python benchmarks/bench_rl.py --seeds 0 1           # full (about 20-30 min on 2 loaded cores)
+    python benchmarks/bench_rl.py --quick               # smoke run, under a minute
+    python benchmarks/bench_rl.py --steps 200000 --seeds 0 1
+
+Writes ``benchmarks/results/rl.json`` and the table between the BENCH markers of docs/RL.md
+(``--no-doc`` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+import vase_rl
+from vase_rl import VASEConfig
+from vase_rl.agents import DEFAULT_PPO_KWARGS
+from vase_rl.wrappers import VecVASE
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_ID = "vase_rl/SpriteTask-v0"
+
+
+# ------------------------------------------------------------------------------------------ arms
+class GroundTruthObservation(gym.Wrapper):
+    """Replaces the image by the true state: class one-hot and the sprite's (x, y) in [0, 1]."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.num_classes = env.unwrapped.family.num_classes
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (self.num_classes + 2,), np.float32)
+
+    def _obs(self, info: dict[str, Any]) -> np.ndarray:
+        out = np.zeros(self.num_classes + 2, np.float32)
+        out[int(info["class"])] = 1.0
+        out[self.num_classes:] = info["position"]
+        return out
+
+    def reset(self, **kwargs):
+        _, info = self.env.reset(**kwargs)
+        return self._obs(info), info
+
+    def step(self, action):
+        _, reward, terminated, truncated, info = self.env.step(action)
+        return self._obs(info), reward, terminated, truncated, info
+
+
+class TimedVecVASE(VecVASE):
+    """VecVASE that accounts the time spent in the environments and in VASE."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.env_time = 0.0
+        self.vase_time = 0.0
+
+    def step_async(self, actions: np.ndarray) -> None:
+        t = time.perf_counter()
+        self.venv.step_async(actions)
+        self.env_time += time.perf_counter() - t
+
+    def reset(self):
+        t = time.perf_counter()
+        obs = self.venv.reset()
+        t1 = time.perf_counter()
+        self.old_obs = obs
+        out = self._process(obs, [], [])
+        self.env_time += t1 - t
+        self.vase_time += time.perf_counter() - t1
+        return out
+
+    def step_wait(self):
+        t = time.perf_counter()
+        obs, rewards, dones, infos = self.venv.step_wait()
+        t1 = time.perf_counter()
+        self.old_obs = obs
+        idx = [i for i, d in enumerate(dones) if d and infos[i].get("terminal_observation") is not None]
+        terminal = [self.feed.adapter.select(infos[i]["terminal_observation"]) for i in idx]
+        latents = self._process(obs, terminal, idx, infos)
+        self.env_time += t1 - t
+        self.vase_time += time.perf_counter() - t1
+        return latents, rewards, dones, infos
+
+
+class TimedVecEnv(VecEnv):
+    """Transparent timer around a VecEnv (for the baselines' environment time)."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.observation_space, venv.action_space)
+        self.env_time = 0.0
+
+    def reset(self):
+        t = time.perf_counter()
+        out = self.venv.reset()
+        self.env_time += time.perf_counter() - t
+        return out
+
+    def step_async(self, actions):
+        t = time.perf_counter()
+        self.venv.step_async(actions)
+        self.env_time += time.perf_counter() - t
+
+    def step_wait(self):
+        t = time.perf_counter()
+        out = self.venv.step_wait()
+        self.env_time += time.perf_counter() - t
+        return out
+
+    def close(self):
+        self.venv.close()
+
+    def get_attr(self, name, indices=None):
+        return self.venv.get_attr(name, indices)
+
+    def set_attr(self, name, value, indices=None):
+        return self.venv.set_attr(name, value, indices)
+
+    def env_method(self, name, *args, indices=None, **kwargs):
+        return self.venv.env_method(name, *args, indices=indices, **kwargs)
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return self.venv.env_is_wrapped(wrapper_class, indices)
+
+    def seed(self, seed=None):
+        return self.venv.seed(seed)
+
+    def get_images(self):
+        return self.venv.get_images()
+
+
+class EpisodeReturns(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "episode" in info:
+                self.records.append((self.num_timesteps, float(info["episode"]["r"])))
+        return True
+
+
+def vase_config(args: argparse.Namespace) -> VASEConfig:
+    overrides: dict[str, Any] = {}
+    if args.quick:
+        overrides.update(width=0.25, latent_dim=8)
+    if args.width is not None:
+        overrides["width"] = args.width
+    if args.capacity_updates:
+        overrides["capacity_increment"] = 1.0 / args.capacity_updates
+    return VASEConfig.preset(args.preset, **overrides)
+
+
+def make_arm_env(arm: str, args: argparse.Namespace, seed: int, training: bool = True, normalize: bool | None = None):
+    env_kwargs = dict(image_size=args.image_size)
+    if arm == "factors":
+        venv = make_vec_env(ENV_ID, args.n_envs, seed=seed, env_kwargs=env_kwargs, wrapper_class=GroundTruthObservation)
+        return TimedVecEnv(venv), "MlpPolicy"
+    venv = make_vec_env(ENV_ID, args.n_envs, seed=seed, env_kwargs=env_kwargs)
+    if arm == "pixels":
+        return TimedVecEnv(venv), "CnnPolicy"
+    wrapped = TimedVecVASE(venv, vase_config(args), training=training, seed=seed, device="cpu",
+                           train_every=args.train_every)
+    if args.normalize if normalize is None else normalize:
+        return VecNormalize(wrapped, norm_obs=True, norm_reward=False, clip_obs=10.0), "MlpPolicy"
+    return wrapped, "MlpPolicy"
+
+
+def find_timer(venv: Any) -> Any:
+    while venv is not None and "env_time" not in vars(venv):  # not hasattr: VecEnvWrappers forward it
+        venv = getattr(venv, "venv", None)
+    return venv
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def curve(records: list[tuple[int, float]], total: int, bins: int = 20) -> list[dict[str, float]]:
+    width = total / bins
+    out = []
+    for b in range(bins):
+        values = [r for s, r in records if b * width < s <= (b + 1) * width]
+        if values:
+            out.append({"steps": int((b + 1) * width), "mean_return": float(np.mean(values)), "episodes": len(values)})
+    return out
+
+
+def final_return(records: list[tuple[int, float]], total: int) -> float:
+    values = [r for s, r in records if s > 0.9 * total]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def steps_to_reach(points: list[dict[str, float]], threshold: float, window_bins: int = 2) -> int | None:
+    """First bin end at which the mean return of the episodes ending in the trailing
+    ``window_bins`` bins (10 % of the steps with 20 bins — the window of :func:`final_return`)
+    reaches ``threshold``; computed from the curve, so a stored report can be re-summarised."""
+    for i in range(len(points)):
+        window = [p for p in points[: i + 1] if p["steps"] > points[i]["steps"] - window_bins * _bin_width(points)]
+        episodes = sum(p["episodes"] for p in window)
+        if episodes and sum(p["mean_return"] * p["episodes"] for p in window) / episodes >= threshold:
+            return int(points[i]["steps"])
+    return None
+
+
+def _bin_width(points: list[dict[str, float]]) -> float:
+    steps = sorted(p["steps"] for p in points)
+    return float(min(b - a for a, b in zip(steps, steps[1:]))) if len(steps) > 1 else float(steps[0])
+
+
+REACH_FRACTIONS = (1.0, 0.95)  # of the pixel baseline's final return
+
+
+def ppo_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = dict(DEFAULT_PPO_KWARGS)
+    if args.quick:
+        kwargs.update(n_steps=64, batch_size=128, n_epochs=2)
+    return kwargs
+
+
+def run_arm(arm: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    venv, policy = make_arm_env(arm, args, seed)
+    model = PPO(policy, venv, seed=seed, device="cpu", **ppo_kwargs(args))
+    returns = EpisodeReturns()
+    start = time.perf_counter()
+    model.learn(args.steps, callback=returns)
+    elapsed = time.perf_counter() - start
+    timer = find_timer(venv)
+    env_time = float(getattr(timer, "env_time", 0.0))
+    vase_time = float(getattr(timer, "vase_time", 0.0))
+    out = {
+        "arm": arm, "seed": seed, "steps": int(model.num_timesteps), "seconds": elapsed,
+        "steps_per_second": model.num_timesteps / elapsed,
+        "env_seconds": env_time, "vase_seconds": vase_time, "ppo_seconds": elapsed - env_time - vase_time,
+        "final_return": final_return(returns.records, args.steps), "curve": curve(returns.records, args.steps),
+        "episodes": len(returns.records),
+    }
+    vase = vase_rl.wrappers.find_vec_vase_in(venv)
+    if vase is not None:
+        stats = vase.get_vase_stats()
+        out["vase"] = {k: stats[k] for k in ("num_updates", "num_domains", "active_latents", "used_latents",
+                                              "capacity", "frames_seen")}
+    venv.close()
+    print(f"  {arm:>8} seed {seed}: {out['steps_per_second']:.0f} steps/s, final return {out['final_return']:.3f} "
+          f"(env {env_time:.0f} s, vase {vase_time:.0f} s, ppo {out['ppo_seconds']:.0f} s of {elapsed:.0f} s)",
+          flush=True)
+    return out
+
+
+def overhead(args: argparse.Namespace, steps: int) -> dict[str, float]:
+    """Wrapper cost with learning frozen vs PPO's own cost per environment step (8 envs)."""
+    venv, _ = make_arm_env("vase", args, seed=123, training=False, normalize=False)
+    model = PPO("MlpPolicy", venv, seed=123, device="cpu", **ppo_kwargs(args))
+    model.learn(min(2048, steps))  # warm-up (allocations, sprite banks)
+    timer = find_timer(venv)
+    timer.env_time = timer.vase_time = 0.0
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=True)
+    elapsed = time.perf_counter() - start
+    ppo = elapsed - timer.env_time - timer.vase_time
+    venv.close()
+    return {
+        "steps": steps, "seconds": elapsed, "n_envs": args.n_envs,
+        "vase_us_per_step": 1e6 * timer.vase_time / steps, "env_us_per_step": 1e6 * timer.env_time / steps,
+        "ppo_us_per_step": 1e6 * ppo / steps, "overhead_fraction": timer.vase_time / ppo,
+    }
+
+
+# ------------------------------------------------------------------------------------------ report
+def summarise(results: list[dict[str, Any]], over: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
+    arms = sorted({r["arm"] for r in results}, key=["vase", "pixels", "factors"].index)
+    summary: dict[str, Any] = {}
+    for arm in arms:
+        rows = [r for r in results if r["arm"] == arm]
+        summary[arm] = {
+            "final_return": float(np.mean([r["final_return"] for r in rows])),
+            "steps_per_second": float(np.mean([r["steps_per_second"] for r in rows])),
+            "seconds": float(np.mean([r["seconds"] for r in rows])),
+            "env_fraction": float(np.mean([r["env_seconds"] / r["seconds"] for r in rows])),
+            "vase_fraction": float(np.mean([r["vase_seconds"] / r["seconds"] for r in rows])),
+            "ppo_fraction": float(np.mean([r["ppo_seconds"] / r["seconds"] for r in rows])),
+        }
+    goals: dict[str, Any] = {"overhead_fraction": over["overhead_fraction"], "overhead_goal": 0.15,
+                             "overhead_met": over["overhead_fraction"] <= 0.15}
+    if "pixels" in summary:
+        target = summary["pixels"]["final_return"]
+        for arm in arms:
+            for fraction in REACH_FRACTIONS:
+                summary[arm][f"steps_to_{fraction:g}x_pixels_final"] = [
+                    steps_to_reach(r["curve"], fraction * target) for r in results if r["arm"] == arm]
+        if "vase" in summary:
+            for fraction in REACH_FRACTIONS:
+                key = f"steps_to_{fraction:g}x_pixels_final"
+                pairs = zip(summary["vase"][key], summary["pixels"][key])
+                goals[f"sample_efficiency_{fraction:g}x_met"] = all(
+                    v is not None and (p is None or v <= p) for v, p in pairs)
+            goals["sample_efficiency_met"] = goals["sample_efficiency_1x_met"]
+            goals["speed_ratio"] = summary["vase"]["steps_per_second"] / summary["pixels"]["steps_per_second"]
+            goals["speed_met"] = goals["speed_ratio"] >= 0.5
+    return {"arms": summary, "goals": goals}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
+            f"Python {platform.python_version()}; load average {load:.1f} at the end of the run")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    args = report["args"]
+    s, g, over = report["summary"]["arms"], report["summary"]["goals"], report["overhead"]
+    lines = [
+        f"Measured with `{report['command']}` on {report['machine']}. "
+        f"{args['steps']:,} environment steps per arm, {args['n_envs']} envs (DummyVecEnv), seeds {args['seeds']}, "
+        f"PPO settings `{report['ppo_kwargs']}`.",
+        "",
+        "| arm | final return | steps to reach the pixels' final return (per seed) | steps to reach 95 % of it | "
+        "env steps/s | time: env / VASE / PPO |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    names = {"vase": "PPO on VASE latents (learning on)", "pixels": "PPO CnnPolicy on raw pixels",
+             "factors": "PPO on ground-truth factors"}
+    def reach_text(values: list[int | None] | None) -> str:
+        if not values:
+            return "–"
+        return ", ".join("not reached" if v is None else f"{v:,}" for v in values)
+
+    for arm, row in s.items():
+        lines.append(f"| {names[arm]} | {row['final_return']:.3f} | {reach_text(row.get('steps_to_1x_pixels_final'))} | "
+                     f"{reach_text(row.get('steps_to_0.95x_pixels_final'))} | {row['steps_per_second']:,.0f} | "
+                     f"{row['env_fraction']:.0%} / {row['vase_fraction']:.0%} / {row['ppo_fraction']:.0%} |")
+    lines += ["", "Return vs environment steps (mean return of the episodes ending in each bin, first seed):", "",
+              "| steps | " + " | ".join(s) + " |", "|---:|" + "---:|" * len(s)]
+    curves = {arm: {p["steps"]: p["mean_return"] for p in next(r for r in report["results"] if r["arm"] == arm)["curve"]}
+              for arm in s}
+    all_steps = sorted(set().union(*[c.keys() for c in curves.values()]))
+    for step in all_steps[1::2] if len(all_steps) > 10 else all_steps:
+        lines.append(f"| {step:,} | " + " | ".join(f"{curves[a][step]:.3f}" if step in curves[a] else "–" for a in s)
+                     + " |")
+    lines += [
+        "",
+        f"Wrapper overhead with learning frozen (8 envs, {over['steps']:,} steps, MlpPolicy): VASE adapter + encode "
+        f"{over['vase_us_per_step']:.0f} µs per env step vs PPO's own {over['ppo_us_per_step']:.0f} µs "
+        f"(environment {over['env_us_per_step']:.0f} µs) = **{over['overhead_fraction']:.0%}** (goal ≤ 15 %: "
+        f"{'met' if g['overhead_met'] else 'missed'}).",
+    ]
+    if "speed_ratio" in g:
+        lines.append(f"Speed with learning on: {g['speed_ratio']:.2f}x the pixel baseline's env steps/s (goal ≥ 0.5x: "
+                     f"{'met' if g['speed_met'] else 'missed'}). Sample efficiency (VASE reaches the pixels' final "
+                     f"return in no more steps): {'met' if g['sample_efficiency_met'] else 'missed'} "
+                     f"(95 % of it: {'met' if g['sample_efficiency_0.95x_met'] else 'missed'}). Returns are "
+                     "the training episodes' (stochastic policy); final = episodes in the last 10 % of steps; "
+                     "\"reach\" = the same 10 % trailing window first at or above the threshold.")
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, text: str) -> None:
+    doc = path.read_text() if path.exists() else ""
+    block = f"<!-- BENCH:START -->\n{text}\n<!-- BENCH:END -->"
+    if "<!-- BENCH:START -->" in doc:
+        doc = re.sub(r"<!-- BENCH:START -->.*<!-- BENCH:END -->", lambda _: block, doc, flags=re.S)
+    else:
+        doc = doc + "\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=None, help="env steps per arm (default 150000, quick 4096)")
+    parser.add_argument("--arms", default="vase,pixels,factors")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--preset", default="cpu32")
+    parser.add_argument("--width", type=float, default=None, help="VASE network width (default: the preset's)")
+    parser.add_argument("--capacity-updates", type=int, default=None,
+                        help="updates for the capacity to reach C_max (default: the preset's)")
+    parser.add_argument("--train-every", type=int, default=8, help="VecVASE train_every (vector steps per update)")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
+                        help="no VecNormalize on the latents (default: normalised, as ppo_on_latents does)")
+    parser.add_argument("--overhead-steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rl.json"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "RL.md"))
+    parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-summarise the stored --out JSON and rewrite the doc table (no runs)")
+    args = parser.parse_args()
+    if args.report_only:
+        report = json.loads(Path(args.out).read_text())
+        report["summary"] = summarise(report["results"], report["overhead"], args)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        text = markdown(report)
+        print(text)
+        if not args.no_doc:
+            write_doc(Path(args.doc), text)
+        return
+    torch.set_num_threads(args.threads)
+    args.steps = args.steps or (4096 if args.quick else 150_000)
+    over_steps = args.overhead_steps or (2048 if args.quick else 16_384)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = set(arms) - {"vase", "pixels", "factors"}
+    if unknown:
+        parser.error(f"unknown arms {sorted(unknown)}")
+
+    print(f"bench_rl: {arms}, {args.steps} steps, seeds {args.seeds}", flush=True)
+    results = [run_arm(arm, args, seed) for seed in args.seeds for arm in arms]
+    over = overhead(args, over_steps)
+    print(f"  overhead (frozen): {over['overhead_fraction']:.1%} of PPO's own per-step cost", flush=True)
+    command = "python benchmarks/bench_rl.py " + " ".join(sys.argv[1:])
+    report = {"command": command.strip(), "machine": machine(), "args": vars(args), "ppo_kwargs": ppo_kwargs(args),
+              "results": results, "overhead": over}
+    report["summary"] = summarise(results, over, args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    print(text)
+    if not args.no_doc:
+        write_doc(Path(args.doc), text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Tests of vase_rl.observations: image layouts, dtypes, sizes, colour, and the errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from vase_rl.observations import LUMA_WEIGHTS, ImageObservationAdapter, resize
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def u8_box(shape):
+    return spaces.Box(0, 255, shape, np.uint8)
+
+
+def test_atari_sized_rgb_hwc_becomes_grey_learner_input():
+    adapter = ImageObservationAdapter(u8_box((210, 160, 3)), (1, 16, 16))
+    assert adapter.layout == "hwc" and adapter.input_shape == (3, 210, 160)
+    frames = np.zeros((2, 210, 160, 3), np.uint8)
+    frames[0, ..., 0] = 255  # pure red
+    frames[1] = (10, 200, 40)
+    x = adapter.to_tensor(frames)
+    assert x.shape == (2, 1, 16, 16) and x.dtype == torch.float32
+    expected = [LUMA_WEIGHTS[0], np.dot(LUMA_WEIGHTS, (10, 200, 40)) / 255.0]
+    for i in range(2):
+        assert torch.allclose(x[i], torch.full((1, 16, 16), float(expected[i])), atol=1e-5)
+
+
+def test_integer_downscaling_is_the_exact_block_mean():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
+    x = ImageObservationAdapter(u8_box((32, 32, 1)), (1, 16, 16)).to_tensor(frames)
+    blocks = frames[..., 0].reshape(3, 16, 2, 16, 2).astype(np.float64).mean(axis=(2, 4)) / 255.0
+    np.testing.assert_allclose(x[:, 0].numpy(), blocks, atol=1e-6)
+
+
+def test_chw_float_and_odd_sizes_in_both_directions():
+    space = spaces.Box(0.0, 1.0, (3, 21, 30), np.float32)
+    adapter = ImageObservationAdapter(space, (3, 16, 16))
+    assert adapter.layout == "chw"
+    x = adapter.to_tensor(np.random.default_rng(1).random((4, 3, 21, 30), dtype=np.float32))
+    assert x.shape == (4, 3, 16, 16) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    small = ImageObservationAdapter(u8_box((7, 7)), (1, 16, 16))  # 2-D grey, upsampled
+    assert small.layout == "hw"
+    y = small.to_tensor(np.full((1, 7, 7), 128, np.uint8))
+    assert y.shape == (1, 1, 16, 16)
+    assert torch.allclose(y, torch.full_like(y, 128 / 255.0), atol=1e-5)
+
+
+def test_grey_input_to_rgb_learner_repeats_the_channel():
+    adapter = ImageObservationAdapter(u8_box((16, 16, 1)), (3, 16, 16))
+    frames = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
+    x = adapter.to_tensor(frames)
+    assert x.shape == (2, 3, 16, 16)
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+    assert torch.allclose(x[:, 0], torch.from_numpy(frames[..., 0]).float() / 255.0)
+
+
+def test_float_0_255_box_is_rescaled_and_nan_never_passes():
+    adapter = ImageObservationAdapter(spaces.Box(0.0, 255.0, (16, 16, 1), np.float32), (1, 16, 16))
+    frames = np.full((1, 16, 16, 1), 255.0, np.float32)
+    frames[0, 0, 0, 0] = np.nan
+    frames[0, 1, 1, 0] = np.inf
+    x = adapter.to_tensor(frames)
+    assert torch.isfinite(x).all()
+    assert float(x[0, 0, 5, 5]) == pytest.approx(1.0)
+    assert float(x[0, 0, 0, 0]) == 0.0
+
+
+def test_single_observation_and_shape_mismatch():
+    adapter = ImageObservationAdapter(u8_box((20, 24, 3)), (1, 16, 16))
+    assert adapter.to_tensor(np.zeros((20, 24, 3), np.uint8), batched=False).shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="expected"):
+        adapter.to_tensor(np.zeros((2, 24, 20, 3), np.uint8))
+
+
+def test_ambiguous_shape_reads_hwc_unless_channels_first():
+    space = u8_box((3, 8, 3))
+    assert ImageObservationAdapter(space, (1, 8, 8)).layout == "hwc"
+    assert ImageObservationAdapter(space, (1, 8, 8), channels_first=True).layout == "chw"
+
+
+def test_dict_space_needs_an_image_key():
+    space = spaces.Dict({"image": u8_box((64, 64, 3)), "direction": spaces.Discrete(4)})
+    with pytest.raises(TypeError, match="image_key") as info:
+        ImageObservationAdapter(space, (1, 16, 16))
+    assert "'image'" in str(info.value) and "direction" in str(info.value)
+    adapter = ImageObservationAdapter(space, (1, 16, 16), image_key="image")
+    obs = {"image": np.zeros((2, 64, 64, 3), np.uint8), "direction": np.zeros(2)}
+    assert adapter.to_tensor(obs).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="keys are"):
+        ImageObservationAdapter(space, (1, 16, 16), image_key="pixels")
+    with pytest.raises(ValueError, match="only for Dict"):
+        ImageObservationAdapter(u8_box((16, 16, 1)), (1, 16, 16), image_key="image")
+
+
+@pytest.mark.parametrize("space", [
+    spaces.Box(-1.0, 1.0, (4,), np.float32),  # a state vector
+    spaces.Discrete(5),
+    spaces.MultiBinary(3),
+    u8_box((16, 16, 4)),  # RGBA / stacked frames
+    u8_box((2, 16, 16, 3)),  # 4-D
+    spaces.Box(0, 1000, (16, 16), np.int32),
+    spaces.Dict({"state": spaces.Box(-1.0, 1.0, (3,), np.float32)}),
+])
+def test_non_image_spaces_raise_a_type_error_that_says_what_is_supported(space):
+    with pytest.raises(TypeError) as info:
+        ImageObservationAdapter(space, (1, 16, 16))
+    message = str(info.value)
+    assert "Supported" in message and "image_key" in message
+
+
+def test_resize_is_identity_at_the_same_size():
+    x = torch.rand(2, 1, 16, 16)
+    assert resize(x, (16, 16)) is x
