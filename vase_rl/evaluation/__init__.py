@@ -1,6 +1,7 @@
-"""Evaluation suite: forgetting, domain-inference quality, disentanglement metrics, plots.
+"""Evaluation suite: forgetting, domain-inference quality, disentanglement metrics, plots,
+and the experiment runner that ties them to a VASE learner.
 
-The functions here are pure and learner-independent: they take latents, factors, probe
+The metric functions are pure and learner-independent: they take latents, factors, probe
 curves, accuracy matrices or domain-id sequences (numpy arrays or tensors) and return
 numbers, so they can score any representation learner.
 
@@ -13,6 +14,11 @@ numbers, so they can score any representation learner.
 * :mod:`~vase_rl.evaluation.probes`: latent read-out probes (VASE paper, appendix A.5) and a
   tracker that records their scores per domain.
 * :mod:`~vase_rl.evaluation.latent_usage`: added / reused / frozen / unused latents per domain.
+* :mod:`~vase_rl.evaluation.experiment`: :func:`run_experiment` trains a learner on a domain
+  stream with probes alongside and writes every measure above (resumable).
+* :mod:`~vase_rl.evaluation.ablation`: the paper's S/D/A x objective x seeds study.
+* :mod:`~vase_rl.evaluation.plots`: traversals, cross-domain reconstructions, atypicality
+  profile, probe curves (matplotlib, imported lazily).
 """
 
 from vase_rl.evaluation.disentanglement import (
@@ -44,6 +50,21 @@ from vase_rl.evaluation.forgetting import (
 )
 from vase_rl.evaluation.latent_usage import USAGE_LABELS, LatentUsage, latent_usage_table
 from vase_rl.evaluation.probes import LatentProbe, ProbeTracker
+from vase_rl.evaluation.experiment import (
+    TABLE1_SEQUENCE,
+    TABLE3_SEQUENCE,
+    evaluate_learner,
+    load_run,
+    probe_latents,
+    run_experiment,
+)
+from vase_rl.evaluation.ablation import (
+    DEFAULT_VARIANTS,
+    ablation_table,
+    ablation_variants,
+    run_ablation,
+    variant_config,
+)
 
 __all__ = [
     # disentanglement
@@ -77,4 +98,16 @@ __all__ = [
     "USAGE_LABELS",
     "LatentUsage",
     "latent_usage_table",
+    # experiments
+    "TABLE1_SEQUENCE",
+    "TABLE3_SEQUENCE",
+    "run_experiment",
+    "evaluate_learner",
+    "load_run",
+    "probe_latents",
+    "DEFAULT_VARIANTS",
+    "ablation_variants",
+    "variant_config",
+    "run_ablation",
+    "ablation_table",
 ]
