@@ -206,3 +206,15 @@ def test_argument_errors():
         dci(f, f, method="svm")
     with pytest.raises(ValueError, match="test_fraction"):
         dci(f, f, test_fraction=1.0)
+
+
+def test_dci_accepts_float_valued_discrete_factors():
+    # 8 distinct float positions: treated as discrete (<= 20 values) and fitted by a classifier
+    rng = np.random.default_rng(0)
+    pos = rng.integers(0, 8, 400) / 7.0 * 0.6 + 0.2
+    shape = rng.integers(0, 3, 400).astype(float)
+    latents = np.stack([pos + 0.01 * rng.normal(size=400), shape + 0.01 * rng.normal(size=400),
+                        rng.normal(size=400)], 1)
+    out = dci_scores(latents, np.stack([pos, shape], 1))
+    assert out["informativeness"] > 0.9
+    assert out["disentanglement"] > 0.8

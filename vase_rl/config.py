@@ -94,6 +94,7 @@ class VASEConfig:
     kappa: float = PAPER["kappa_disentangled"]
     infer_every: int = 1  # run Algorithm 1 every n updates
     patience: int = 1  # consecutive "new domain" votes before allocating (1 = paper)
+    hold_while_pending: bool = True  # no optimiser step on a batch voted "new" but still pending
     fallback_to_current: bool = False  # allocate only if the current domain rejects the batch too
     reference_momentum: float = 0.05  # running-mean rate of the reference reconstruction loss
     domain_warmup: int = 100  # updates during which a new domain cannot be rejected

@@ -23,6 +23,9 @@ and capacity schedule do not advance), counted in ``skipped_updates`` and warned
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import math
 import os
 import warnings
 from dataclasses import asdict
@@ -39,7 +42,7 @@ from vase_rl.domains import DomainMemory
 from vase_rl.dreaming import Snapshot, decoder_proximity, encoder_proximity, pixel_means
 from vase_rl.masking import apply_mask, atypicality, estimate_used_latents, hysteresis_mask
 from vase_rl.networks import DomainClassifier, Decoder, Encoder
-from vase_rl.objectives import capacity_at, capacity_penalty, gaussian_kl_to_standard, reconstruction_nll
+from vase_rl.objectives import capacity_at, capacity_penalty, gaussian_kl_to_standard, nll_normaliser, reconstruction_nll
 
 __all__ = ["VASE", "resolve_device", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -115,6 +118,8 @@ class VASE:
         self.last_atypicality: np.ndarray | None = None
         self.last_kl_per_latent: np.ndarray | None = None
         self._eye = torch.eye(config.max_domains, device=self.device)
+        # Algorithm 1's loss scale: NLL minus the likelihood's constant (0 for Bernoulli)
+        self._nll_offset = nll_normaliser(config.likelihood, config.gaussian_std, math.prod(config.image_shape))
         self._compiled_encoder: Callable | None = None
         self.training = True
         # imagination-driven exploration (spec §10): a plugin the learner owns and saves
@@ -260,18 +265,7 @@ class VASE:
             self._mask = torch.ones(n_latent, dtype=torch.bool, device=self.device)
         current = int(self.memory.current)
 
-        def mask_from(previous: torch.Tensor) -> torch.Tensor:
-            if not cfg.atypicality_mask:
-                return torch.ones_like(previous)
-            return hysteresis_mask(alpha, previous, cfg.mask_threshold_low, cfg.mask_threshold_high)
-
-        # The mask of a domain in its warm-up stays as it was allocated: a young model's posterior
-        # marginals swing far from the prior while it learns, and a masked latent gets no gradient
-        # that could bring it back (spec §4; see docs/DESIGN_NOTES.md).
-        if self.memory.in_warmup(current):
-            mask_current = self._mask if cfg.atypicality_mask else torch.ones_like(self._mask)
-        else:
-            mask_current = mask_from(self._mask)
+        mask_current = self._current_batch_mask(alpha, current)
         z_current = apply_mask(z_post, mask_current, prior_noise)
         nll_current = self._nll(self._decode_net(self.decoder, z_current, current), x)
 
@@ -280,24 +274,10 @@ class VASE:
         update_reference = True
         logits = self.classifier(hidden.detach().float()) if cfg.domain_inference else None
         if cfg.domain_inference and step % cfg.infer_every == 0:
-            with torch.no_grad():
-                probs = logits[:, : self.num_domains].float().softmax(1).mean(0)
-                candidate = int(probs.argmax())
-            if candidate == current:
-                mask_candidate, nll_candidate = mask_current, nll_current
-            else:
-                mask_candidate = mask_from(self._domain_mask(candidate))
-                z_c = apply_mask(z_post, mask_candidate, prior_noise)
-                nll_candidate = self._nll(self._decode_net(self.decoder, z_c, candidate), x)
-            current_loss = None if candidate == current else float(nll_current.detach().mean())
-            chosen, event = self.memory.decide(step, candidate, float(nll_candidate.detach().mean()),
-                                               mask_candidate, new_domain_mask=mask_current,
-                                               current_loss=current_loss, current_batch_mask=mask_current)
-            if event == "new":
-                mask_used = mask_current
-                nll_used = self._nll(self._decode_net(self.decoder, z_current, chosen), x)
-            elif chosen != current:  # switch back to a known domain (or max_domains fallback)
-                mask_used, nll_used = mask_candidate, nll_candidate
+            inferred = self._algorithm1(self.memory, step, logits, z_post, prior_noise, alpha, x,
+                                        mask_current, nll_current, z_current)
+            chosen, event, candidate = inferred["chosen"], inferred["event"], inferred["candidate"]
+            mask_used, nll_used = inferred["mask"], inferred["nll"]
             if event == "pending":
                 update_reference = False
 
@@ -326,22 +306,34 @@ class VASE:
         if not np.isfinite(loss_value):
             return self._skip_nonfinite(step, terms, chosen, event)
         self._consecutive_nonfinite = 0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        # A batch voted "new" while the patience runs is held: training the current domain on it
+        # would fit its decoder to the new data within the P votes (hiding the shift) and
+        # overwrite what it knew. With P = 1 (the paper) nothing is ever held.
+        held = event == "pending" and cfg.hold_while_pending
+        if not held:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
 
         # ---- book-keeping ------------------------------------------------------------------
         recon_value = float(recon.detach())
+        record = self.memory.records[chosen]
         self._mask = mask_used.detach().clone()
-        self.memory.record_update(chosen, recon_value, self._mask.tolist(), step, update_reference)
+        if held:  # the mask follows the data (a single flip must not keep voting "new"); nothing is trained
+            record.latent_mask = self._mask.tolist()
+        else:
+            self.memory.record_update(chosen, recon_value - self._nll_offset, self._mask.tolist(), step,
+                                      update_reference)
         self.num_updates += 1
         if self.snapshot is not None and self.num_updates % cfg.snapshot_every == 0:
             self.snapshot.sync(self.encoder, self.decoder, self.num_updates)
-        record = self.memory.records[chosen]
-        if (cfg.domain_inference and cfg.atypicality_mask and record.num_updates % cfg.used_refresh_every == 0):
+        # used latents: first estimated when the domain's warm-up ends (so Algorithm 1's mask test
+        # has them as soon as the domain can be rejected), then refreshed on a schedule
+        if (not held and cfg.domain_inference and cfg.atypicality_mask
+                and (record.num_updates % cfg.used_refresh_every == 0 or record.num_updates == cfg.domain_warmup)):
             self._refresh_used_latents(x, chosen)
         imagination_stats: dict[str, float] = {}
-        if self.imagination is not None and self.num_updates % cfg.imagination_every == 0:
+        if not held and self.imagination is not None and self.num_updates % cfg.imagination_every == 0:
             imagination_stats = self.imagination.train_step(x_real)
         self.last_atypicality = alpha.detach().cpu().numpy()
         self.last_kl_per_latent = kl_latent.detach().mean(0).cpu().numpy()
@@ -361,6 +353,7 @@ class VASE:
             "used_latents": -1 if record.used_latents is None else int(sum(record.used_latents)),
             "atypicality_max": float(alpha.max()),
             "skipped": False,
+            "held": held,
         }
         for key in ("classifier", "dream_encoder", "dream_decoder", "dream_classifier"):
             if key in terms:
@@ -368,6 +361,98 @@ class VASE:
         for key, value in imagination_stats.items():
             stats[f"imagination_{key}"] = float(value)
         return stats
+
+    def _mask_from(self, alpha: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """This batch's hysteresis mask (spec §4) continuing from ``previous``; all on with A off."""
+        cfg = self.config
+        if not cfg.atypicality_mask:
+            return torch.ones_like(previous)
+        return hysteresis_mask(alpha, previous, cfg.mask_threshold_low, cfg.mask_threshold_high)
+
+    def _current_batch_mask(self, alpha: torch.Tensor, current: int) -> torch.Tensor:
+        """The mask the current domain trains this batch with. A domain in its warm-up keeps the
+        mask it was allocated with: a young model's posterior marginals swing far from the prior
+        while it learns, and a masked latent gets no gradient that could bring it back (spec §4;
+        see docs/DESIGN_NOTES.md)."""
+        if self.memory.in_warmup(current):
+            return self._mask if self.config.atypicality_mask else torch.ones_like(self._mask)
+        return self._mask_from(alpha, self._mask)
+
+    def _algorithm1(self, memory: DomainMemory, step: int, logits: torch.Tensor, z_post: torch.Tensor,
+                    prior_noise: torch.Tensor, alpha: torch.Tensor, x: torch.Tensor, mask_current: torch.Tensor,
+                    nll_current: torch.Tensor, z_current: torch.Tensor) -> dict[str, Any]:
+        """Domain inference for one batch (spec §6): the classifier proposes s_hat, ``memory``
+        decides. Returns the chosen domain, event, candidate, class probabilities, and the mask
+        and per-example NLL the step should train with."""
+        current = int(memory.current)
+        with torch.no_grad():
+            probs = logits[:, : memory.num_domains].float().softmax(1).mean(0)
+            candidate = int(probs.argmax())
+        if candidate == current:
+            mask_candidate, nll_candidate = mask_current, nll_current
+        else:
+            mask_candidate = self._mask_from(alpha, self._domain_mask(candidate))
+            z_c = apply_mask(z_post, mask_candidate, prior_noise)
+            nll_candidate = self._nll(self._decode_net(self.decoder, z_c, candidate), x)
+        # Algorithm 1 compares losses on a scale that starts at 0 (NLL minus the Gaussian's
+        # normalising constant), so kappa * L_ref stays meaningful for any gaussian_std
+        candidate_loss = float(nll_candidate.detach().mean()) - self._nll_offset
+        current_loss = None if candidate == current else float(nll_current.detach().mean()) - self._nll_offset
+        chosen, event = memory.decide(step, candidate, candidate_loss, mask_candidate, new_domain_mask=mask_current,
+                                      current_loss=current_loss, current_batch_mask=mask_current)
+        mask_used, nll_used = mask_current, nll_current
+        if event == "new":
+            nll_used = self._nll(self._decode_net(self.decoder, z_current, chosen), x)
+        elif chosen != current:  # switch back to a known domain (or max_domains fallback)
+            mask_used, nll_used = mask_candidate, nll_candidate
+        return {"chosen": chosen, "event": event, "candidate": candidate, "probabilities": probs,
+                "candidate_loss": candidate_loss, "batch_mask": mask_candidate, "mask": mask_used, "nll": nll_used}
+
+    @torch.no_grad()
+    def infer_domain(self, batch: Any) -> dict[str, Any]:
+        """What domain inference (Algorithm 1) would decide for ``batch`` now, with no side
+        effects: no training, no change to the domain memory, mask, log or random stream.
+
+        Returns ``candidate`` (the classifier's s_hat), ``probabilities`` (mean softmax over the
+        known domains), ``candidate_loss`` and ``reference_loss`` (on Algorithm 1's scale: NLL
+        minus the Gaussian constant), ``mask_disagreement`` (used latents where the batch's mask
+        differs from s_hat's), ``vote`` ("loss", "mask", "reuse", "warmup", "current_fits" or
+        "first"), and ``domain``/``event``: what :meth:`update` would train on for this batch
+        ("stay", "switch", "new", "pending", "max_domains"; "new" reports the id it would get).
+        The posterior sample uses the learner's random stream, restored afterwards."""
+        x = self._prep(batch)
+        if self.num_domains == 0:
+            return {"candidate": None, "probabilities": np.zeros(0, dtype=np.float32), "candidate_loss": None,
+                    "reference_loss": None, "mask_disagreement": 0, "vote": "first", "domain": 0, "event": "new"}
+        saved = self.generator.get_state()
+        try:
+            mu, logvar, hidden = self._encode_net(self.encoder, x)
+            z_post = mu + (0.5 * logvar).exp() * self._randn(*mu.shape)
+            alpha = atypicality(z_post)
+            prior_noise = self._randn(*mu.shape)
+            current = int(self.memory.current)
+            mask_current = self._current_batch_mask(alpha, current)
+            z_current = apply_mask(z_post, mask_current, prior_noise)
+            nll_current = self._nll(self._decode_net(self.decoder, z_current, current), x)
+            logits = self.classifier(hidden.float())
+            preview = dataclasses.replace(self.memory, records=copy.deepcopy(self.memory.records), log=[], log_stay_every=1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = self._algorithm1(preview, self.num_updates, logits, z_post, prior_noise, alpha, x,
+                                       mask_current, nll_current, z_current)
+        finally:
+            self.generator.set_state(saved)
+        decision = preview.log[-1]  # every decision of the preview is logged
+        return {
+            "candidate": out["candidate"],
+            "probabilities": out["probabilities"].cpu().numpy(),
+            "candidate_loss": out["candidate_loss"],
+            "reference_loss": self.memory.records[out["candidate"]].reference_recon_loss,
+            "mask_disagreement": decision.mask_disagreement,
+            "vote": decision.vote,
+            "domain": out["chosen"],
+            "event": out["event"],
+        }
 
     def _dreaming_active(self, chosen: int) -> bool:
         return bool(self.config.dreaming and self.snapshot is not None and self.num_domains > 1
@@ -573,31 +658,53 @@ class VASE:
             "rng": self.generator.get_state(),
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write the whole state to ``path`` (atomically) and the config beside it as
-        ``<path>.config.json`` for people to read."""
+        ``<path>.config.json`` for people to read.
+
+        ``extra``: plain data (numbers, strings, lists, dicts, tensors) stored next to the
+        learner, e.g. a wrapper's settings or a run's progress; :meth:`load` ignores it and
+        :meth:`read_extra` returns it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        if extra is not None:
+            if not isinstance(extra, dict):
+                raise TypeError(f"extra must be a dict of plain data, got {type(extra).__name__}")
+            state["extra"] = extra
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
+        torch.save(state, tmp)
         os.replace(tmp, path)
         self.config.save(path.with_name(path.name + ".config.json"))
         return path
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "VASE":
-        """Restore a learner saved with :meth:`save`; it continues exactly as the original."""
+    @staticmethod
+    def _read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no VASE checkpoint at {path}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise ValueError(f"{path} is not a readable vase_rl checkpoint (corrupt or another format): {err}") from err
-        return cls.from_state_dict(state, device=device, source=str(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "VASE":
+        """Restore a learner saved with :meth:`save`; it continues exactly as the original."""
+        return cls.from_state_dict(cls._read_checkpoint(path), device=device, source=str(path))
+
+    @classmethod
+    def read_extra(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """The ``extra`` dict stored by :meth:`save` (empty if none)."""
+        state = cls._read_checkpoint(path)
+        extra = state.get("extra") if isinstance(state, dict) else None
+        return dict(extra) if isinstance(extra, dict) else {}
 
     @classmethod
     def from_state_dict(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> "VASE":
+        """Rebuild a learner from :meth:`state_dict` output. Top-level keys this version does not
+        know (``extra`` and any others) are ignored, so callers may store their own data beside
+        the learner's."""
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{source} is not a vase_rl VASE checkpoint (missing format marker)")
         version = state.get("format_version")

@@ -21,6 +21,7 @@ __all__ = [
     "bernoulli_nll",
     "gaussian_nll",
     "reconstruction_nll",
+    "nll_normaliser",
     "gaussian_kl_to_standard",
     "capacity_at",
     "capacity_penalty",
@@ -56,6 +57,20 @@ def reconstruction_nll(params: torch.Tensor, target: torch.Tensor, likelihood: s
         return bernoulli_nll(params, target)
     if likelihood == "gaussian":
         return gaussian_nll(params, target, std)
+    raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")
+
+
+def nll_normaliser(likelihood: str, std: float, num_pixels: int) -> float:
+    """The part of the per-example NLL that does not depend on the reconstruction.
+
+    For the fixed-variance Gaussian it is D (log std + log(2 pi) / 2): negative when
+    std < 1/sqrt(2 pi) ~ 0.399, which would make NLLs negative and break a multiplicative test
+    such as Algorithm 1's ``L > kappa * L_ref``. ``NLL - nll_normaliser`` is >= 0 for both
+    likelihoods (Bernoulli has no such constant: 0)."""
+    if likelihood == "bernoulli":
+        return 0.0
+    if likelihood == "gaussian":
+        return float(num_pixels) * (math.log(std) + 0.5 * math.log(2 * math.pi))
     raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")
 
 

@@ -112,32 +112,19 @@ def resolve_learner(config: ConfigLike = None, learner: VASE | None = None, lear
 def save_checkpoint(path: str | os.PathLike, learner: VASE, settings: dict[str, Any] | None = None,
                     kind: str = "VASE") -> Path:
     """Write the learner's full state (a file ``VASE.load`` reads) plus the wrapper's settings
-    under an extra key, atomically, and the config as ``<path>.config.json`` beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = learner.state_dict()
-    if settings is not None:
-        state[WRAPPER_CHECKPOINT_KEY] = {"kind": kind, "settings": dict(settings)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    learner.config.save(path.with_name(path.name + ".config.json"))
-    return path
+    in the checkpoint's ``extra`` dict, atomically, and the config as ``<path>.config.json``."""
+    extra = None if settings is None else {WRAPPER_CHECKPOINT_KEY: {"kind": kind, "settings": dict(settings)}}
+    return learner.save(path, extra=extra)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto") -> tuple[VASE, dict[str, Any]]:
     """(learner, wrapper settings) from a file written by a wrapper's ``save`` or ``VASE.save``
     (settings are then empty)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no VASE checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable vase_rl checkpoint (corrupt or another format): {err}") from err
+    state = VASE._read_checkpoint(path)
     learner = VASE.from_state_dict(state, device=device, source=str(path))
-    extra = state.get(WRAPPER_CHECKPOINT_KEY) if isinstance(state, dict) else None
-    settings = dict(extra.get("settings", {})) if isinstance(extra, dict) else {}
+    extra = state.get("extra") if isinstance(state, dict) else None
+    wrapper = extra.get(WRAPPER_CHECKPOINT_KEY) if isinstance(extra, dict) else None
+    settings = dict(wrapper.get("settings", {})) if isinstance(wrapper, dict) else {}
     return learner, settings
 
 

@@ -258,6 +258,11 @@ def _fit_one(method: str, discrete: bool, x_tr, y_tr, x_te, y_te, *, random_stat
     else:
         cls = ensemble.GradientBoostingClassifier if discrete else ensemble.GradientBoostingRegressor
         model = cls(n_estimators=n_estimators, max_depth=3, random_state=random_state)
+    if discrete:
+        # class labels as integer codes: scikit-learn rejects float targets it reads as
+        # continuous ("Unknown label type"), e.g. a factor with 8 distinct float positions
+        codes = np.unique(np.concatenate([y_tr, y_te]), return_inverse=True)[1].reshape(-1)
+        y_tr, y_te = codes[: len(y_tr)], codes[len(y_tr):]
     if discrete and np.unique(y_tr).size < 2:
         # a classifier cannot be fitted on a single class: no latent carries information
         return np.zeros(x_tr.shape[1]), 1.0, float(np.mean(y_te == y_tr[0]))
