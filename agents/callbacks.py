@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from vase_rl.wrappers import VASEWrapper, VecVASE, find_vec_vase_in
 
-__all__ = ["VASECallback", "find_vec_vase"]
+__all__ = ["VASECallback", "EpisodeReturns", "find_vec_vase"]
 
 
 find_vec_vase = find_vec_vase_in
@@ -145,3 +145,18 @@ class VASECallback(BaseCallback):
         if self.verbose >= 1 and path is not None:
             print(f"Saving VASE learner checkpoint to {path}")
         return path
+
+
+class EpisodeReturns(BaseCallback):
+    """Collects ``(environment steps, return)`` of every finished episode from the ``Monitor``
+    infos (``info["episode"]["r"]``), for learning curves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "episode" in info:
+                self.records.append((self.num_timesteps, float(info["episode"]["r"])))
+        return True

@@ -40,13 +40,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import vase_rl
 from vase_rl import VASEConfig
-from vase_rl.agents import DEFAULT_PPO_KWARGS
+from vase_rl.agents import DEFAULT_PPO_KWARGS, EpisodeReturns
 from vase_rl.wrappers import VecVASE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,18 +157,6 @@ class TimedVecEnv(VecEnv):
 
     def get_images(self):
         return self.venv.get_images()
-
-
-class EpisodeReturns(BaseCallback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[tuple[int, float]] = []
-
-    def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
-            if "episode" in info:
-                self.records.append((self.num_timesteps, float(info["episode"]["r"])))
-        return True
 
 
 def vase_config(args: argparse.Namespace) -> VASEConfig:

@@ -26,27 +26,13 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecNormalize
 
 from vase_rl import VASEConfig
-from vase_rl.agents import VASECallback, ppo_on_latents
+from vase_rl.agents import EpisodeReturns, VASECallback, ppo_on_latents
 from vase_rl.wrappers import VecVASE, make_vase_vec_env, unwrap_vase
-
-
-class EpisodeReturns(BaseCallback):
-    """Collects (environment steps, return) of every finished episode from the Monitor infos."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[tuple[int, float]] = []
-
-    def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
-            if "episode" in info:
-                self.records.append((self.num_timesteps, float(info["episode"]["r"])))
-        return True
 
 
 def smoothed(records: list[tuple[int, float]], bins: int = 30) -> tuple[np.ndarray, np.ndarray]:

@@ -23,14 +23,6 @@ CFG = VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.25, latent_dim
 SMALL = dict(batch_size=8, train_every=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def sprite_venv(n=2, image_size=32):
     return DummyVecEnv([lambda: gym.make("vase_rl/SpriteTask-v0", image_size=image_size, max_steps=10)
                         for _ in range(n)])

@@ -33,14 +33,6 @@ RUN = dict(eval_every=5, eval_size=16, refit_steps=5, refit_size=16, probe_batch
 SEQ = "moving_shapes,digits"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw) -> VASEConfig:
     return VASEConfig.preset("cpu32", **{**TINY, **kw})
 

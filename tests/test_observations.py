@@ -10,14 +10,6 @@ from gymnasium import spaces
 from vase_rl.observations import LUMA_WEIGHTS, ImageObservationAdapter, resize
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def u8_box(shape):
     return spaces.Box(0, 255, shape, np.uint8)
 

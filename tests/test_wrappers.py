@@ -32,14 +32,6 @@ CFG = VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.25, latent_dim
 SMALL = dict(batch_size=8, train_every=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def sprite_env(**kwargs):
     kwargs.setdefault("image_size", 32)
     return gym.make("vase_rl/SpriteTask-v0", **kwargs)

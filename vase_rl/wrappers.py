@@ -396,7 +396,58 @@ def _feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, appe
 # ------------------------------------------------------------------------------------------
 # Gymnasium: one environment
 # ------------------------------------------------------------------------------------------
-class VASEWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+class _FeedAccess:
+    """What the Gymnasium wrappers share: the learner/feed accessors, the learning switch,
+    statistics and saving. Subclasses set ``self._feed`` and ``self._learning``."""
+
+    _feed: LatentFeed
+    _learning: bool
+    _checkpoint_kind = "VASEWrapper"
+
+    @property
+    def learner(self) -> VASE:
+        """The :class:`vase_rl.VASE` this wrapper feeds and encodes with (possibly shared)."""
+        return self._feed.learner
+
+    @property
+    def feed(self) -> LatentFeed:
+        return self._feed
+
+    @property
+    def learning(self) -> bool:
+        return self._learning
+
+    @learning.setter
+    def learning(self, flag: bool) -> None:
+        self.set_learning(flag)
+
+    def set_learning(self, flag: bool) -> None:
+        """Switch online learning on/off (off: no frames stored, no updates, deterministic)."""
+        self._learning = bool(flag)
+
+    def get_vase_stats(self, since: int | None = None) -> dict[str, Any]:
+        """Plain-data statistics (losses, KL vs capacity, domains, latents, events); see
+        :meth:`LatentFeed.stats`. Safe through ``env_method``/``call`` of vector envs."""
+        return self._feed.stats(self._learning, since)
+
+    def set_learner(self, learner: VASE) -> None:
+        self._feed.set_learner(learner)
+
+    def _record_args(self, config: ConfigLike, learner: VASE | None, learning: bool, learner_path: Any,
+                     seed: int | None, device: Any, feed_kwargs: dict[str, Any]) -> None:
+        """Gymnasium's ``RecordConstructorArgs`` with JSON-able values only (a config as a dict)."""
+        gym.utils.RecordConstructorArgs.__init__(
+            self, config=_config_record(learner.config if config is None and learner is not None else config),
+            learning=bool(learning), learner_path=None if learner_path is None else str(learner_path), seed=seed,
+            device=device if isinstance(device, str) else str(device), **feed_kwargs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the learner and this wrapper's settings (``VASE.load`` also reads the file)."""
+        return save_checkpoint(path, self.learner, dict(self._feed.settings(), learning=self._learning),
+                               self._checkpoint_kind)
+
+
+class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Image observations -> VASE latents, with VASE learning online from the frames.
 
     >>> env = VASEWrapper(gym.make("vase_rl/SpriteTask-v0"), VASEConfig.preset("cpu32"))
@@ -448,10 +499,7 @@ class VASEWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     ) -> None:
         feed_kwargs = _feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every,
                                    gradient_steps, batch_size, learning_starts, window_size)
-        gym.utils.RecordConstructorArgs.__init__(
-            self, config=_config_record(learner.config if config is None and learner is not None else config),
-            learning=bool(learning), learner_path=None if learner_path is None else str(learner_path), seed=seed,
-            device=device if isinstance(device, str) else str(device), **feed_kwargs)
+        self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
         gym.ObservationWrapper.__init__(self, env)
         learner = resolve_learner(config, learner, learner_path, seed, device)
         self._feed = LatentFeed(env.observation_space, learner, frames_per_step=1, seed=seed, **feed_kwargs)
@@ -466,27 +514,6 @@ class VASEWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return self._feed.encode(x)[0]
 
     # ---------------------------------------------------------------- control and data
-    @property
-    def learner(self) -> VASE:
-        """The :class:`vase_rl.VASE` this wrapper feeds and encodes with (possibly shared)."""
-        return self._feed.learner
-
-    @property
-    def learning(self) -> bool:
-        return self._learning
-
-    @learning.setter
-    def learning(self, flag: bool) -> None:
-        self.set_learning(flag)
-
-    def set_learning(self, flag: bool) -> None:
-        """Switch online learning on/off (off: no frames stored, no updates, deterministic)."""
-        self._learning = bool(flag)
-
-    @property
-    def feed(self) -> LatentFeed:
-        return self._feed
-
     def encode(self, observation: Any, batched: bool = False) -> np.ndarray:
         """Latents of raw observation(s), without any side effect."""
         images = self._feed.adapter.select(observation)
@@ -500,18 +527,6 @@ class VASEWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         x = self._feed.prepare(images if batched else np.asarray(images)[None])
         rec = self.learner.reconstruct(x)
         return rec if batched else rec[0]
-
-    def get_vase_stats(self, since: int | None = None) -> dict[str, Any]:
-        """Plain-data statistics (losses, KL vs capacity, domains, latents, events); see
-        :meth:`LatentFeed.stats`. Safe through ``env_method``/``call`` of vector envs."""
-        return self._feed.stats(self._learning, since)
-
-    def set_learner(self, learner: VASE) -> None:
-        self._feed.set_learner(learner)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the learner and this wrapper's settings (``VASE.load`` also reads the file)."""
-        return save_checkpoint(path, self.learner, dict(self._feed.settings(), learning=self._learning), "VASEWrapper")
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env, device: str = "auto", **overrides: Any) -> "VASEWrapper":
@@ -695,10 +710,12 @@ class VecVASE(VecEnvWrapper):
 # ------------------------------------------------------------------------------------------
 # Gymnasium: vector environments
 # ------------------------------------------------------------------------------------------
-class VASEVectorWrapper(gym.vector.VectorObservationWrapper, gym.utils.RecordConstructorArgs):
+class VASEVectorWrapper(_FeedAccess, gym.vector.VectorObservationWrapper, gym.utils.RecordConstructorArgs):
     """The Gymnasium vector-env twin of :class:`VecVASE` (needs ``autoreset_mode`` NEXT_STEP or
     DISABLED, the defaults of ``SyncVectorEnv``/``AsyncVectorEnv``, in which final observations
     are ordinary observations). Options as for :class:`VASEWrapper`."""
+
+    _checkpoint_kind = "VASEVectorWrapper"
 
     def __init__(
         self,
@@ -724,10 +741,7 @@ class VASEVectorWrapper(gym.vector.VectorObservationWrapper, gym.utils.RecordCon
     ) -> None:
         feed_kwargs = _feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every,
                                    gradient_steps, batch_size, learning_starts, window_size)
-        gym.utils.RecordConstructorArgs.__init__(
-            self, config=_config_record(learner.config if config is None and learner is not None else config),
-            learning=bool(learning), learner_path=None if learner_path is None else str(learner_path), seed=seed,
-            device=device if isinstance(device, str) else str(device), **feed_kwargs)
+        self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
         gym.vector.VectorObservationWrapper.__init__(self, env)
         learner = resolve_learner(config, learner, learner_path, seed, device)
         self._feed = LatentFeed(env.single_observation_space, learner, frames_per_step=env.num_envs, seed=seed,
@@ -741,28 +755,6 @@ class VASEVectorWrapper(gym.vector.VectorObservationWrapper, gym.utils.RecordCon
         if self._learning:
             self._feed.learn_from(x)
         return self._feed.encode(x)
-
-    @property
-    def learner(self) -> VASE:
-        return self._feed.learner
-
-    @property
-    def feed(self) -> LatentFeed:
-        return self._feed
-
-    @property
-    def learning(self) -> bool:
-        return self._learning
-
-    def set_learning(self, flag: bool) -> None:
-        self._learning = bool(flag)
-
-    def get_vase_stats(self, since: int | None = None) -> dict[str, Any]:
-        return self._feed.stats(self._learning, since)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return save_checkpoint(path, self.learner, dict(self._feed.settings(), learning=self._learning),
-                               "VASEVectorWrapper")
 
 
 # ------------------------------------------------------------------------------------------
