@@ -45,6 +45,7 @@ def test_json_roundtrip(tmp_path):
         ({"likelihood": "laplace"}, "likelihood"),
         ({"mask_threshold_low": 0.9, "mask_threshold_high": 0.5}, "mask_threshold_low"),
         ({"dreaming": "yes"}, "dreaming"),
+        ({"hold_while_pending": 1}, "hold_while_pending"),
     ],
 )
 def test_invalid_values_raise_clear_errors(overrides, match):

@@ -197,7 +197,7 @@ class VASEConfig:
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {allowed}")
         for name in ("domain_inference", "dreaming", "atypicality_mask", "channels_last", "compile_inference",
-                     "fallback_to_current",
+                     "fallback_to_current", "hold_while_pending",
                      "imagination", "imagination_active_only"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
