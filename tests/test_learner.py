@@ -338,3 +338,11 @@ def test_save_keeps_extra_data_beside_the_learner(tiny_config, rng, tmp_path):
     assert VASE.read_extra(learner.save(tmp_path / "w.pt")) == {}
     with pytest.raises(TypeError, match="extra must be a dict"):
         learner.save(tmp_path / "x.pt", extra=[1, 2])
+
+
+def test_infer_domain_without_domain_inference_always_stays(tiny_config, rng):
+    learner = VASE(tiny_config.replace(domain_inference=False), seed=0, device="cpu")
+    assert learner.infer_domain(squares(rng, 16))["vote"] == "first"
+    learner.update(squares(rng, 16))
+    out = learner.infer_domain(rings(rng, 16))
+    assert (out["vote"], out["event"], out["domain"]) == ("off", "stay", 0)

@@ -421,9 +421,11 @@ class VASE:
         ("stay", "switch", "new", "pending", "max_domains"; "new" reports the id it would get).
         The posterior sample uses the learner's random stream, restored afterwards."""
         x = self._prep(batch)
-        if self.num_domains == 0:
+        if self.num_domains == 0 or not self.config.domain_inference:
+            first = self.num_domains == 0
             return {"candidate": None, "probabilities": np.zeros(0, dtype=np.float32), "candidate_loss": None,
-                    "reference_loss": None, "mask_disagreement": 0, "vote": "first", "domain": 0, "event": "new"}
+                    "reference_loss": None, "mask_disagreement": 0, "vote": "first" if first else "off",
+                    "domain": 0, "event": "new" if first else "stay"}
         saved = self.generator.get_state()
         try:
             mu, logvar, hidden = self._encode_net(self.encoder, x)
@@ -435,7 +437,8 @@ class VASE:
             z_current = apply_mask(z_post, mask_current, prior_noise)
             nll_current = self._nll(self._decode_net(self.decoder, z_current, current), x)
             logits = self.classifier(hidden.float())
-            preview = dataclasses.replace(self.memory, records=copy.deepcopy(self.memory.records), log=[], log_stay_every=1)
+            preview = dataclasses.replace(self.memory, records=copy.deepcopy(self.memory.records), log=[],
+                                          log_stay_every=1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 out = self._algorithm1(preview, self.num_updates, logits, z_post, prior_noise, alpha, x,
