@@ -143,9 +143,9 @@ def test_window_is_a_fifo_of_the_most_recent_frames_only():
     for i in range(5):  # batches of 2 frames with values 10*i and 10*i + 1
         frames = np.stack([np.full((16, 16, 1), 10 * i + k, np.uint8) for k in range(2)])
         feed.learn_from(feed.prepare(frames))
-    kept = sorted(round(float(v) * 255) for v in feed._window[: feed.window_frames, 0, 0, 0])
-    assert kept == [20, 21, 30, 31, 40, 41] and learner.num_updates == 0  # before learning_starts
-    batch = feed._sample()
+    kept = [round(float(v) * 255) for v in learner.window.frames()[:, 0, 0, 0]]
+    assert kept == [20, 21, 30, 31, 40, 41] and learner.num_updates == 0  # before learning_starts, oldest first
+    batch = learner.sample_window(4)
     assert batch.shape[0] == 4 and len({float(v) for v in batch[:, 0, 0, 0]}) == 4  # without replacement
 
 

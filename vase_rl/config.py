@@ -77,6 +77,7 @@ class VASEConfig:
     capacity_reduction: str = "batch_mean"  # square the batch-mean KL, or mean of per-sample squares
     learning_rate: float = PAPER["learning_rate"]
     batch_size: int = PAPER["batch_size"]  # default batch size for wrappers and streams
+    window_size: int = 1024  # frames kept by observe() for update() batches (16 batches; not in the paper)
 
     # --- atypicality mask (§4) -----------------------------------------------------------
     atypicality_threshold: float = PAPER["atypicality_threshold"]  # lambda (documentation)
@@ -164,6 +165,8 @@ class VASEConfig:
                 raise bad(name, "must be a positive integer")
         if self.max_domains < 1:
             raise bad("max_domains", "must be >= 1")
+        if isinstance(self.window_size, bool) or not isinstance(self.window_size, int) or self.window_size < 2:
+            raise bad("window_size", "must be an integer >= 2 (frames)")
         if self.domain_warmup < 0:
             raise bad("domain_warmup", "must be >= 0")
         for name in ("width", "gaussian_std", "learning_rate", "kappa", "used_noise_threshold",

@@ -43,6 +43,7 @@ from vase_rl.dreaming import Snapshot, decoder_proximity, encoder_proximity, pix
 from vase_rl.masking import apply_mask, atypicality, estimate_used_latents, hysteresis_mask
 from vase_rl.networks import DomainClassifier, Decoder, Encoder
 from vase_rl.objectives import capacity_at, capacity_penalty, gaussian_kl_to_standard, nll_normaliser, reconstruction_nll
+from vase_rl.window import FrameWindow
 
 __all__ = ["VASE", "resolve_device", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -122,6 +123,8 @@ class VASE:
         self._nll_offset = nll_normaliser(config.likelihood, config.gaussian_std, math.prod(config.image_shape))
         self._compiled_encoder: Callable | None = None
         self.training = True
+        # recent frames for observe()/update() without a batch (vase_rl/window.py)
+        self.window = FrameWindow(config.window_size)
         # imagination-driven exploration (spec §10): a plugin the learner owns and saves
         self.imagination = None
         if config.imagination:
@@ -236,13 +239,25 @@ class VASE:
     # ------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------
-    def update(self, batch: Any) -> dict[str, Any]:
-        """One optimisation step on a batch of current data, including domain inference.
+    def observe(self, frames: Any) -> int:
+        """Add frames (a batch, checked like :meth:`update`'s) to the window of recent frames that
+        :meth:`update` draws from when called without a batch. Returns the frames held."""
+        self.window.append(self._prep(frames))
+        return len(self.window)
+
+    def sample_window(self, n: int | None = None) -> torch.Tensor:
+        """``n`` (default ``config.batch_size``) frames drawn without replacement from the window,
+        with the learner's random stream."""
+        return self.window.sample(self.config.batch_size if n is None else int(n), self.generator)
+
+    def update(self, batch: Any = None) -> dict[str, Any]:
+        """One optimisation step on a batch of current data, including domain inference. With no
+        batch, the batch is drawn from the frames given to :meth:`observe`.
 
         Returns the step's scalars: ``loss``, ``recon``, ``kl``, ``capacity``, ``domain``,
         ``num_domains``, ``event``, ``active_latents``, ``used_latents``, dreaming terms, ..."""
         cfg = self.config
-        x = self._prep(batch)
+        x = self._prep(self.sample_window() if batch is None else batch)
         if x.shape[0] < 2:
             raise ValueError(f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); "
                              f"got {x.shape[0]}")
@@ -657,6 +672,7 @@ class VASE:
             "num_updates": self.num_updates,
             "skipped_updates": self.skipped_updates,
             "imagination": None if self.imagination is None else self.imagination.state_dict(),
+            "window": self.window.state_dict(),
             "rng_device": self.device.type,
             "rng": self.generator.get_state(),
         }
@@ -732,6 +748,8 @@ class VASE:
                     raise ValueError("checkpoint has no imagination state but its config enables imagination")
                 learner.imagination.load_state_dict(state["imagination"])
             learner.memory.load_state_dict(state["memory"])
+            if state.get("window") is not None:
+                learner.window.load_state_dict(state["window"], learner.device)
             learner._mask = torch.tensor(state["mask"], dtype=torch.bool, device=learner.device)
             learner.num_updates = int(state["num_updates"])
             learner.skipped_updates = int(state["skipped_updates"])

@@ -182,21 +182,20 @@ class LatentFeed:
         self.batch_size = _positive_int("batch_size", cfg.batch_size if batch_size is None else batch_size, 2)
         self.learning_starts = _positive_int("learning_starts", self.batch_size if learning_starts is None
                                              else learning_starts, 0)
-        # a window of many episodes: consecutive frames of a few episodes are far from i.i.d.,
-        # and VASE's atypicality mask reads a batch whose latent marginals differ from the
-        # prior as "atypical" (see docs/RL.md); 16 batches of recent frames is still current data
-        default_window = max(WINDOW_BATCHES * self.batch_size, self.train_every * max(int(frames_per_step), 1))
-        self.window_size = _positive_int("window_size", default_window if window_size is None else window_size, 2)
+        # Updates draw from the learner's window of recent frames (vase_rl/window.py): a window of
+        # many episodes, because consecutive frames of a few episodes are far from i.i.d. and
+        # VASE's atypicality mask reads a batch whose latent marginals differ from the prior as
+        # "atypical" (see docs/RL.md); 16 batches of recent frames is still current data.
+        # window_size=None: WINDOW_BATCHES batches, or one update's new frames if that is more. A
+        # learner shared by several wrappers has one window (the last wrapper built sets its size).
+        if window_size is None:
+            window_size = max(WINDOW_BATCHES * self.batch_size, self.train_every * max(int(frames_per_step), 1))
+        learner.window.resize(_positive_int("window_size", window_size, 2))
         self.image_key, self.channels_first, self.grayscale = image_key, channels_first, grayscale
         self.latent_dim = cfg.latent_dim
         self.dim = cfg.latent_dim + (cfg.max_domains if self.append_domain else 0) + \
             (cfg.latent_dim if self.append_mask else 0)
         self.latent_space = spaces.Box(-self.clip, self.clip, (self.dim,), np.float32)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(learner.seed if seed is None else seed) + 7919)
-        self._window: torch.Tensor | None = None
-        self._pos = 0
-        self._count = 0
         self._since_update = 0
         self.frames_seen = 0
         self.steps = 0
@@ -216,6 +215,11 @@ class LatentFeed:
             "learning_starts": self.learning_starts, "window_size": self.window_size,
         }
 
+    @property
+    def window_size(self) -> int:
+        """Capacity of the learner's frame window (shared by every wrapper of that learner)."""
+        return self.learner.window.capacity
+
     def set_learner(self, learner: VASE) -> None:
         """Use another learner (e.g. a training env's, for evaluation); same latent layout required."""
         if not isinstance(learner, VASE):
@@ -225,8 +229,8 @@ class LatentFeed:
             raise ValueError(f"cannot share a learner with image_shape={new.image_shape}, latent_dim={new.latent_dim}, "
                              f"max_domains={new.max_domains}: this wrapper was built for image_shape={old.image_shape}, "
                              f"latent_dim={old.latent_dim}, max_domains={old.max_domains}")
+        learner.window.resize(max(learner.window.capacity, self.window_size))
         self.learner = learner
-        self._window, self._pos, self._count = None, 0, 0
 
     # ---------------------------------------------------------------- data path
     def prepare(self, images: Any) -> torch.Tensor:
@@ -243,54 +247,29 @@ class LatentFeed:
         return self.adapter.convert(t.to(self.learner.device, non_blocking=True))
 
     def learn_from(self, x: torch.Tensor) -> list[dict[str, Any]]:
-        """Add prepared frames to the window and run the updates that are due."""
-        self._append(x)
+        """Add prepared frames to the learner's window and run the updates that are due."""
+        learner = self.learner
+        learner.window.append(x)
         self.frames_seen += int(x.shape[0])
         self.steps += 1
         self._since_update += 1
         out: list[dict[str, Any]] = []
-        if self.frames_seen >= self.learning_starts and self._since_update >= self.train_every and self._count >= 2:
+        due = self.frames_seen >= self.learning_starts and self._since_update >= self.train_every
+        if due and len(learner.window) >= 2:
             self._since_update = 0
             for _ in range(self.gradient_steps):
-                stats = self.learner.update(self._sample())
+                stats = learner.update(learner.sample_window(self.batch_size))
                 self.updates += 1
                 self.history.append({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
                 out.append(stats)
         return out
 
-    def _append(self, x: torch.Tensor) -> None:
-        n = int(x.shape[0])
-        size = self.window_size
-        if self._window is None or self._window.device != x.device:
-            self._window = torch.empty((size, *x.shape[1:]), dtype=x.dtype, device=x.device)
-            self._pos, self._count = 0, 0
-        if n >= size:
-            self._window.copy_(x[-size:])
-            self._pos, self._count = 0, size
-            return
-        end = self._pos + n
-        if end <= size:
-            self._window[self._pos:end] = x
-        else:
-            first = size - self._pos
-            self._window[self._pos:] = x[:first]
-            self._window[: n - first] = x[first:]
-        self._pos = end % size
-        self._count = min(self._count + n, size)
-
-    def _sample(self) -> torch.Tensor:
-        assert self._window is not None
-        if self._count <= self.batch_size:
-            return self._window[: self._count]
-        idx = torch.randperm(self._count, generator=self.generator)[: self.batch_size]
-        return self._window[idx.to(self._window.device)]
-
     @property
     def window_frames(self) -> int:
-        return self._count
+        return len(self.learner.window)
 
     def clear_window(self) -> None:
-        self._window, self._pos, self._count = None, 0, 0
+        self.learner.window.clear()
 
     def _mask(self, device: torch.device) -> torch.Tensor:
         """The learner's mask in force as a float tensor, cached until the next update."""
@@ -353,7 +332,7 @@ class LatentFeed:
             "num_updates": int(learner.num_updates),
             "wrapper_updates": int(self.updates),
             "frames_seen": int(self.frames_seen),
-            "window_frames": int(self._count),
+            "window_frames": len(self.learner.window),
             "domain": int(learner.current_domain),
             "num_domains": int(learner.num_domains),
             "active_latents": int(mask.sum()),
