@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run(seed: int, steps: int, families: list[str], preset: str) -> dict[str, Any]:
+def run(seed: int, steps: int, families: list[str], preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from vase_rl import VASE, VASEConfig
@@ -38,7 +38,7 @@ def run(seed: int, steps: int, families: list[str], preset: str) -> dict[str, An
     from vase_rl.evaluation import boundary_scores, domain_agreement, reidentification
 
     torch.set_num_threads(1)
-    learner = VASE(VASEConfig.preset(preset), seed=seed, device="cpu")
+    learner = VASE(VASEConfig.preset(preset, **overrides), seed=seed, device="cpu")
     true, pred, active = [], [], []
     start = time.perf_counter()
     for item in make_stream(families, batch_size=64, seed=seed, steps_per_domain=steps):
@@ -71,13 +71,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=600, help="updates per domain")
     parser.add_argument("--families", default="moving_shapes,digits,moving_shapes")
     parser.add_argument("--preset", default="cpu32")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override, VALUE as JSON (e.g. kappa=1.3); repeatable")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "domain_inference.json"))
     args = parser.parse_args(argv)
     families = args.families.split(",")
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if not value:
+            parser.error(f"--set needs FIELD=VALUE, got {item!r}")
+        overrides[field] = json.loads(value)
     n = len(args.seeds)
     with ProcessPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(run, args.seeds, [args.steps] * n, [families] * n, [args.preset] * n))
+        runs = list(pool.map(run, args.seeds, [args.steps] * n, [families] * n, [args.preset] * n, [overrides] * n))
     for r in runs:
         print(f"seed {r['seed']}: domains {r['domains']}, boundary F1 {r['boundary_f1']:.2f}, "
               f"ARI {r['ari']:.3f}, re-id {r['reidentification']}, exact {r['exact']}")
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "command": "python benchmarks/bench_domain_inference.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "preset": args.preset, "families": families, "steps_per_domain": args.steps,
+        "preset": args.preset, "overrides": overrides, "families": families, "steps_per_domain": args.steps,
         "summary": summary, "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
