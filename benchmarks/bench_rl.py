@@ -167,6 +167,9 @@ def vase_config(args: argparse.Namespace) -> VASEConfig:
         overrides["width"] = args.width
     if args.capacity_updates:
         overrides["capacity_increment"] = 1.0 / args.capacity_updates
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = json.loads(value)
     return VASEConfig.preset(args.preset, **overrides)
 
 
@@ -396,6 +399,8 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--preset", default="cpu32")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="VASEConfig override, VALUE as JSON (e.g. capacity_per_active=true); repeatable")
     parser.add_argument("--width", type=float, default=None, help="VASE network width (default: the preset's)")
     parser.add_argument("--capacity-updates", type=int, default=None,
                         help="updates for the capacity to reach C_max (default: the preset's)")

@@ -12,6 +12,7 @@ def test_paper_preset_has_table2_values():
     assert (c.gamma, c.capacity_max, c.capacity_increment) == (100.0, 35.0, 6.3e-6)
     assert c.learning_rate == 6e-4 and c.batch_size == 64 and c.kappa == 1.5
     assert c.snapshot_every == 500 and c.num_convs == 4
+    assert not (c.capacity_per_active or c.fallback_to_current) and c.patience == 1  # the paper's rules
     assert c.mask_threshold_low < PAPER["atypicality_threshold"] < c.mask_threshold_high
 
 
@@ -24,6 +25,7 @@ def test_presets_and_overrides():
     assert ent.objective == "entangled" and ent.kappa == 1.1
     cpu = VASEConfig.preset("cpu32")
     assert cpu.image_shape == (1, 32, 32) and cpu.capacity_increment > PAPER["capacity_increment"]
+    assert cpu.capacity_per_active and cpu.hold_while_pending
 
 
 def test_json_roundtrip(tmp_path):

@@ -346,3 +346,19 @@ def test_infer_domain_without_domain_inference_always_stays(tiny_config, rng):
     learner.update(squares(rng, 16))
     out = learner.infer_domain(rings(rng, 16))
     assert (out["vote"], out["event"], out["domain"]) == ("off", "stay", 0)
+
+
+def test_capacity_per_active_scales_the_target_and_prevents_the_mask_collapse():
+    # seed 2 of this fast ramp collapses the mask with the paper's objective (docs/DESIGN_NOTES.md)
+    results = {}
+    for per_active in (False, True):
+        cfg = E2E.replace(capacity_increment=1 / 1500, capacity_per_active=per_active)
+        learner = VASE(cfg, seed=2, device="cpu")
+        rng = np.random.default_rng(2)
+        for _ in range(300):
+            stats = learner.update(squares(rng, cfg.batch_size, 16))
+            active = stats["active_latents"] / cfg.latent_dim
+            expected = stats["capacity"] * (active if per_active else 1.0)
+            assert stats["capacity_target"] == pytest.approx(expected)
+        results[per_active] = int(learner.latent_mask.sum())
+    assert results[False] == 0 and results[True] >= cfg.latent_dim // 2

@@ -75,6 +75,9 @@ class VASEConfig:
     capacity_max: float = PAPER["capacity_max"]
     capacity_increment: float = PAPER["capacity_increment"]  # fraction of C_max per update
     capacity_reduction: str = "batch_mean"  # square the batch-mean KL, or mean of per-sample squares
+    # C x (active latents / latent_dim): masked latents hold no capacity, so masking does not push
+    # the remaining latents to carry more KL (not in the paper; see docs/DESIGN_NOTES.md)
+    capacity_per_active: bool = False
     learning_rate: float = PAPER["learning_rate"]
     batch_size: int = PAPER["batch_size"]  # default batch size for wrappers and streams
     window_size: int = 1024  # frames kept by observe() for update() batches (16 batches; not in the paper)
@@ -200,7 +203,7 @@ class VASEConfig:
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {allowed}")
         for name in ("domain_inference", "dreaming", "atypicality_mask", "channels_last", "compile_inference",
-                     "fallback_to_current", "hold_while_pending",
+                     "fallback_to_current", "hold_while_pending", "capacity_per_active",
                      "imagination", "imagination_active_only"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -295,7 +298,9 @@ def _check_field_names(values: dict[str, Any]) -> None:
 # posterior marginals, which makes latents atypical and masks them (docs/DESIGN_NOTES.md).
 # For the same reason gamma is 10, not 100: with the stiff penalty the KL tracks C with
 # uninformative "shift" KL on a domain the model has not learnt yet (digits), and the mask
-# collapses; with gamma = 10 the KL stays informative and domain inference is exact.
+# collapses; with gamma = 10 the KL stays informative and domain inference is exact. And the
+# capacity target counts active latents only (capacity_per_active): masking a latent then does
+# not push the others to carry more KL, which is what cascades into an empty mask.
 _CPU32: dict[str, Any] = {
     "image_shape": (1, 32, 32),
     "latent_dim": 16,
@@ -309,6 +314,7 @@ _CPU32: dict[str, Any] = {
     "domain_warmup": 60,
     "patience": 3,
     "fallback_to_current": True,
+    "capacity_per_active": True,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

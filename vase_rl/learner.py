@@ -299,8 +299,11 @@ class VASE:
         recon = nll_used.mean()
         kl_latent = gaussian_kl_to_standard(mu, logvar) * mask_used.to(mu.dtype)
         kl_example = kl_latent.sum(1)
+        capacity_target = capacity
+        if cfg.capacity_per_active:  # masked latents are exactly the prior and hold no capacity
+            capacity_target = capacity * float(mask_used.float().mean())
         if cfg.objective == "disentangled":
-            regulariser = capacity_penalty(kl_example, capacity, cfg.gamma, cfg.capacity_reduction)
+            regulariser = capacity_penalty(kl_example, capacity_target, cfg.gamma, cfg.capacity_reduction)
         else:
             regulariser = kl_example.mean()
         loss = recon + regulariser
@@ -359,6 +362,7 @@ class VASE:
             "recon": recon_value,
             "kl": float(kl_example.detach().mean()),
             "capacity": capacity,
+            "capacity_target": capacity_target,
             "regulariser": float(regulariser.detach()),
             "domain": chosen,
             "candidate": candidate,
