@@ -416,3 +416,16 @@ def test_wrapper_checkpoints_are_plain_learner_checkpoints_too(tmp_path):
     assert settings == {} and loaded.config == CFG
     env = VASEWrapper.load(plain, sprite_env(), device="cpu", batch_size=8)  # defaults for the rest
     assert env.feed.batch_size == 8 and env.feed.train_every == 8
+
+
+def test_wrappers_sharing_a_learner_share_its_window_and_never_shrink_it():
+    learner = VASE(CFG.replace(window_size=300), seed=0, device="cpu")
+    train = VASEWrapper(sprite_env(), learner=learner, **SMALL)
+    frozen = VASEWrapper(sprite_env(), learner=learner, learning=False)  # default window_size
+    assert learner.window.capacity == 300 and train.feed.window_size == frozen.feed.window_size == 300
+    train.reset(seed=0)
+    for _ in range(5):
+        train.step(0)
+    assert frozen.get_vase_stats()["window_frames"] == 6  # one window, seen through both wrappers
+    VASEWrapper(sprite_env(), learner=learner, window_size=64)  # an explicit size resizes it
+    assert learner.window.capacity == 64 and len(learner.window) == 6

@@ -57,7 +57,6 @@ WRAPPER_CHECKPOINT_KEY = "vase_rl_wrapper"
 DEFAULT_PRESET = "cpu32"
 DEFAULT_CLIP = 10.0
 DEFAULT_TRAIN_EVERY = 8
-WINDOW_BATCHES = 16  # default window_size = WINDOW_BATCHES x batch_size frames
 
 # ------------------------------------------------------------------------------------------
 # learner construction and checkpoints
@@ -166,7 +165,6 @@ class LatentFeed:
         batch_size: int | None = None,
         learning_starts: int | None = None,
         window_size: int | None = None,
-        seed: int | None = None,
     ) -> None:
         self.learner = learner
         cfg = learner.config
@@ -186,10 +184,13 @@ class LatentFeed:
         # many episodes, because consecutive frames of a few episodes are far from i.i.d. and
         # VASE's atypicality mask reads a batch whose latent marginals differ from the prior as
         # "atypical" (see docs/RL.md); 16 batches of recent frames is still current data.
-        # window_size=None: WINDOW_BATCHES batches, or one update's new frames if that is more. A
-        # learner shared by several wrappers has one window (the last wrapper built sets its size).
+        # window_size=None keeps the learner's window (config.window_size, 1,024 frames in the
+        # presets), grown only if one update's new frames would not fit: a wrapper built to share
+        # a learner (e.g. a frozen evaluation env) never shrinks the window of the one training it.
+        # An explicit window_size resizes the shared window.
+        needed = self.train_every * max(int(frames_per_step), 1)
         if window_size is None:
-            window_size = max(WINDOW_BATCHES * self.batch_size, self.train_every * max(int(frames_per_step), 1))
+            window_size = max(learner.window.capacity, needed)
         learner.window.resize(_positive_int("window_size", window_size, 2))
         self.image_key, self.channels_first, self.grayscale = image_key, channels_first, grayscale
         self.latent_dim = cfg.latent_dim
@@ -447,7 +448,7 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         append_mask: append the latent mask in force (1 = active latent).
         train_every: wrapper steps (observations) between updates; ``gradient_steps`` per update.
         batch_size: frames per update (default ``config.batch_size``), drawn without replacement
-            from a FIFO window of the last ``window_size`` frames (default ``16 * batch_size``).
+            from the learner's FIFO window of the last ``window_size`` frames (default: the learner's, 1,024).
         learning_starts: frames to see before the first update (default ``batch_size``).
 
     Only JSON-able arguments are recorded for ``env.spec``: a ``learner`` object is not (a
@@ -481,7 +482,7 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
         gym.ObservationWrapper.__init__(self, env)
         learner = resolve_learner(config, learner, learner_path, seed, device)
-        self._feed = LatentFeed(env.observation_space, learner, frames_per_step=1, seed=seed, **feed_kwargs)
+        self._feed = LatentFeed(env.observation_space, learner, frames_per_step=1, **feed_kwargs)
         self.observation_space = self._feed.latent_space
         self._learning = bool(learning)
 
@@ -531,7 +532,7 @@ class VecVASE(VecEnvWrapper):
     the venv (call :meth:`set_venv` after unpickling). Options as for :class:`VASEWrapper`;
     ``train_every`` counts vector steps (8 envs, ``train_every=8``: one update per 64 new
     frames); an update draws ``batch_size`` of the last ``window_size`` (default
-    ``max(16 * batch_size, train_every * num_envs)``) frames.
+    the learner's ``config.window_size``, 1,024) frames.
     """
 
     def __init__(
@@ -561,7 +562,7 @@ class VecVASE(VecEnvWrapper):
                             "For a single gymnasium env use VASEWrapper.")
         learner = resolve_learner(config, learner, learner_path, seed, device)
         self._feed = LatentFeed(
-            venv.observation_space, learner, frames_per_step=venv.num_envs, seed=seed,
+            venv.observation_space, learner, frames_per_step=venv.num_envs,
             **_feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every,
                            gradient_steps, batch_size, learning_starts, window_size))
         super().__init__(venv, observation_space=self._feed.latent_space)
@@ -659,7 +660,7 @@ class VecVASE(VecEnvWrapper):
         state["_vase_checkpoint"] = {
             "learner": feed.learner.state_dict(), "device": str(feed.learner.device),
             "settings": feed.settings(), "space": feed.adapter.observation_space,
-            "seed": None, "frames_per_step": self.num_envs,
+            "frames_per_step": self.num_envs,
         }
         return state
 
@@ -723,7 +724,7 @@ class VASEVectorWrapper(_FeedAccess, gym.vector.VectorObservationWrapper, gym.ut
         self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
         gym.vector.VectorObservationWrapper.__init__(self, env)
         learner = resolve_learner(config, learner, learner_path, seed, device)
-        self._feed = LatentFeed(env.single_observation_space, learner, frames_per_step=env.num_envs, seed=seed,
+        self._feed = LatentFeed(env.single_observation_space, learner, frames_per_step=env.num_envs,
                                 **feed_kwargs)
         self.single_observation_space = self._feed.latent_space
         self.observation_space = gym.vector.utils.batch_space(self._feed.latent_space, env.num_envs)
