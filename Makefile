@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONHASHSEED ?= 0
 
-.PHONY: demo test test-fast bench setup clean
+.PHONY: demo test test-fast lint bench setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_update.py

@@ -11,7 +11,14 @@ from .callbacks import EpisodeReturns, VASECallback, find_vec_vase
 from .features import VASEFeaturesExtractor
 from .ppo import DEFAULT_PPO_KWARGS, ppo_on_latents
 
-__all__ = ["VASECallback", "EpisodeReturns", "VASEFeaturesExtractor", "ppo_on_latents", "DEFAULT_PPO_KWARGS", "find_vec_vase"]
+__all__ = [
+    "VASECallback",
+    "EpisodeReturns",
+    "VASEFeaturesExtractor",
+    "ppo_on_latents",
+    "DEFAULT_PPO_KWARGS",
+    "find_vec_vase",
+]
 
 
 def __getattr__(name: str):

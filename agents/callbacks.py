@@ -47,8 +47,15 @@ class VASECallback(BaseCallback):
         verbose: 1 prints where checkpoints go.
     """
 
-    def __init__(self, log_freq: int = 1, save_freq: int = 0, save_path: str | None = None,
-                 name_prefix: str = "vase", save_model: bool = False, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        log_freq: int = 1,
+        save_freq: int = 0,
+        save_path: str | None = None,
+        name_prefix: str = "vase",
+        save_model: bool = False,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(verbose)
         if log_freq < 0 or save_freq < 0:
             raise ValueError("log_freq and save_freq must be >= 0")

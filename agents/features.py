@@ -40,15 +40,23 @@ class VASEFeaturesExtractor(BaseFeaturesExtractor):
         channels_first, grayscale: as for :class:`~vase_rl.observations.ImageObservationAdapter`.
     """
 
-    def __init__(self, observation_space: gym.Space, learner_path: str, image_key: str | None = None,
-                 append_domain: bool = False, normalize_images: bool = True, channels_first: bool | None = None,
-                 grayscale: bool | None = None) -> None:
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        learner_path: str,
+        image_key: str | None = None,
+        append_domain: bool = False,
+        normalize_images: bool = True,
+        channels_first: bool | None = None,
+        grayscale: bool | None = None,
+    ) -> None:
         learner, _ = load_checkpoint(learner_path, device="cpu")
         cfg = learner.config
         features_dim = cfg.latent_dim + (cfg.max_domains if append_domain else 0)
         super().__init__(observation_space, features_dim)
-        self.adapter = ImageObservationAdapter(observation_space, cfg.image_shape, image_key=image_key,
-                                               channels_first=channels_first, grayscale=grayscale)
+        self.adapter = ImageObservationAdapter(
+            observation_space, cfg.image_shape, image_key=image_key, channels_first=channels_first, grayscale=grayscale
+        )
         image_space = self.adapter.image_space
         self.prescaled = bool(normalize_images and is_image_space(image_space, check_channels=False))
         self.image_key = image_key
@@ -60,7 +68,7 @@ class VASEFeaturesExtractor(BaseFeaturesExtractor):
         self.register_buffer("latent_mask", torch.as_tensor(learner.latent_mask, dtype=torch.bool))
         self.learner_path = str(learner_path)
 
-    def apply(self, fn):  # noqa: ANN001 - nn.Module.apply's signature
+    def apply(self, fn):
         """As ``nn.Module.apply`` but never into the loaded networks: SB3's ``ortho_init`` calls
         ``features_extractor.apply(init_weights)``, which would overwrite the learnt encoder."""
         frozen = {id(self.encoder), id(self.classifier)}
@@ -70,7 +78,7 @@ class VASEFeaturesExtractor(BaseFeaturesExtractor):
         fn(self)
         return self
 
-    def train(self, mode: bool = True) -> "VASEFeaturesExtractor":
+    def train(self, mode: bool = True) -> VASEFeaturesExtractor:
         super().train(mode)
         self.encoder.eval()  # frozen: never in training mode
         if self.classifier is not None:

@@ -60,11 +60,13 @@ def ppo_on_latents(
     """
     vase_kwargs = dict(vase_kwargs or {})
     if isinstance(env, VecEnv):
-        venv = env if find_vec_vase_in(env) is not None else VecVASE(env, config, seed=seed, device=device,
-                                                                     **vase_kwargs)
+        venv = (
+            env if find_vec_vase_in(env) is not None else VecVASE(env, config, seed=seed, device=device, **vase_kwargs)
+        )
     elif isinstance(env, str) or callable(env):
-        venv = make_vase_vec_env(env, n_envs, config, seed=seed, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs,
-                                 device=device, **vase_kwargs)
+        venv = make_vase_vec_env(
+            env, n_envs, config, seed=seed, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs, device=device, **vase_kwargs
+        )
     else:
         raise TypeError(f"env must be an env id, an env factory or an SB3 VecEnv, got {type(env).__name__}")
     if normalize and unwrap_vec_normalize(venv) is None:

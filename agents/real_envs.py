@@ -17,7 +17,8 @@ raw frames (Atari 210x160 grey or RGB, MiniGrid RGB) and resize them with torch.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -43,14 +44,24 @@ def ale_game_name(game: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def make_atari(game: str = "Pong", obs_type: str = "grayscale", full_action_space: bool = True,
-               max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+def make_atari(
+    game: str = "Pong",
+    obs_type: str = "grayscale",
+    full_action_space: bool = True,
+    max_episode_steps: int | None = None,
+    **kwargs: Any,
+) -> gym.Env:
     """``gym.make("ALE/<Game>-v5", ...)``: frameskip 4 and sticky actions 0.25 (v5 defaults),
     grey 210x160 frames, all 18 actions. ``kwargs`` go to ``ale_py.env.AtariEnv``."""
     _import_ale()
     camel = "".join(part.capitalize() for part in ale_game_name(game).split("_"))
-    return gym.make(f"ALE/{camel}-v5", obs_type=obs_type, full_action_space=full_action_space,
-                    max_episode_steps=max_episode_steps, **kwargs)
+    return gym.make(
+        f"ALE/{camel}-v5",
+        obs_type=obs_type,
+        full_action_space=full_action_space,
+        max_episode_steps=max_episode_steps,
+        **kwargs,
+    )
 
 
 class AtariGameSequence(gym.Env):
@@ -71,9 +82,17 @@ class AtariGameSequence(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, games: Sequence[str] = ("Pong", "Breakout", "Pong"), switch_every: int = 10,
-                 switch_unit: str = "episodes", obs_type: str = "grayscale", max_episode_steps: int | None = None,
-                 frameskip: int = 4, repeat_action_probability: float = 0.25, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        games: Sequence[str] = ("Pong", "Breakout", "Pong"),
+        switch_every: int = 10,
+        switch_unit: str = "episodes",
+        obs_type: str = "grayscale",
+        max_episode_steps: int | None = None,
+        frameskip: int = 4,
+        repeat_action_probability: float = 0.25,
+        render_mode: str | None = None,
+    ) -> None:
         ale_py = _import_ale()
         if isinstance(games, str):
             games = [games]
@@ -91,9 +110,17 @@ class AtariGameSequence(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
         self.games = list(dict.fromkeys(self.schedule))
-        self._envs = {g: ale_py.env.AtariEnv(game=g, obs_type=obs_type, frameskip=frameskip,
-                                             repeat_action_probability=repeat_action_probability,
-                                             full_action_space=True, render_mode=render_mode) for g in self.games}
+        self._envs = {
+            g: ale_py.env.AtariEnv(
+                game=g,
+                obs_type=obs_type,
+                frameskip=frameskip,
+                repeat_action_probability=repeat_action_probability,
+                full_action_space=True,
+                render_mode=render_mode,
+            )
+            for g in self.games
+        }
         shapes = {g: e.observation_space.shape for g, e in self._envs.items()}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"the games' frames differ in shape ({shapes}); they cannot share one observation space")
@@ -156,8 +183,9 @@ class AtariGameSequence(gym.Env):
             env.close()
 
 
-def make_minigrid(env_id: str = "MiniGrid-Empty-8x8-v0", tile_size: int = 8, image_only: bool = True,
-                  **kwargs: Any) -> gym.Env:
+def make_minigrid(
+    env_id: str = "MiniGrid-Empty-8x8-v0", tile_size: int = 8, image_only: bool = True, **kwargs: Any
+) -> gym.Env:
     """A MiniGrid env whose observation is the full grid rendered as RGB pixels
     (grid side x ``tile_size``: 64x64x3 for 8x8 grids at tile 8). ``image_only=True`` gives a
     Box; ``False`` keeps MiniGrid's Dict (use ``image_key="image"`` with the VASE wrappers)."""

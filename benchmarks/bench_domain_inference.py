@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 def run(seed: int, steps: int, families: list[str], preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     import torch
+    from vase_rl.envs import make_stream
 
     from vase_rl import VASE, VASEConfig
-    from vase_rl.envs import make_stream
     from vase_rl.evaluation import boundary_scores, domain_agreement, reidentification
 
     torch.set_num_threads(1)
@@ -56,12 +56,16 @@ def run(seed: int, steps: int, families: list[str], preset: str, overrides: dict
         "ari": domain_agreement(pred_a, true_a)["ari"],
         "reidentification": reid["rate"],
         "active_latents_at_segment_ends": [active[(i + 1) * steps - 1] for i in range(len(families))],
-        "events": [(d["step"], d["vote"], d["event"]) for d in learner.domain_log
-                   if d["event"] in ("new", "switch", "max_domains")],
+        "events": [
+            (d["step"], d["vote"], d["event"])
+            for d in learner.domain_log
+            if d["event"] in ("new", "switch", "max_domains")
+        ],
         "seconds": round(time.perf_counter() - start, 1),
     }
-    result["exact"] = bool(result["domains"] == len(set(families)) and result["boundary_f1"] == 1.0
-                           and result["reidentification"] == 1.0)
+    result["exact"] = bool(
+        result["domains"] == len(set(families)) and result["boundary_f1"] == 1.0 and result["reidentification"] == 1.0
+    )
     return result
 
 
@@ -71,8 +75,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=600, help="updates per domain")
     parser.add_argument("--families", default="moving_shapes,digits,moving_shapes")
     parser.add_argument("--preset", default="cpu32")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="config override, VALUE as JSON (e.g. kappa=1.3); repeatable")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="config override, VALUE as JSON (e.g. kappa=1.3); repeatable",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "domain_inference.json"))
     args = parser.parse_args(argv)
@@ -87,10 +96,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, args.seeds, [args.steps] * n, [families] * n, [args.preset] * n, [overrides] * n))
     for r in runs:
-        print(f"seed {r['seed']}: domains {r['domains']}, boundary F1 {r['boundary_f1']:.2f}, "
-              f"ARI {r['ari']:.3f}, re-id {r['reidentification']}, exact {r['exact']}")
-    switch_missed = sum(1 for r in runs if not any(e[2] == "new" and args.steps <= e[0] < 2 * args.steps
-                                                      for e in r["events"]))
+        print(
+            f"seed {r['seed']}: domains {r['domains']}, boundary F1 {r['boundary_f1']:.2f}, "
+            f"ARI {r['ari']:.3f}, re-id {r['reidentification']}, exact {r['exact']}"
+        )
+    switch_missed = sum(
+        1 for r in runs if not any(e[2] == "new" and args.steps <= e[0] < 2 * args.steps for e in r["events"])
+    )
     summary = {
         "exact": sum(r["exact"] for r in runs),
         # with a single domain every segment is "domain 0": not counted as a re-identification
@@ -104,8 +116,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "command": "python benchmarks/bench_domain_inference.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "preset": args.preset, "overrides": overrides, "families": families, "steps_per_domain": args.steps,
-        "summary": summary, "runs": runs,
+        "preset": args.preset,
+        "overrides": overrides,
+        "families": families,
+        "steps_per_domain": args.steps,
+        "summary": summary,
+        "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

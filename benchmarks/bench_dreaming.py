@@ -52,8 +52,9 @@ def run_one(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from vase_rl import VASE, VASEConfig
     from vase_rl.envs import make_stream
+
+    from vase_rl import VASE, VASEConfig
 
     learner = VASE(VASEConfig.preset("cpu32", **overrides), seed=seed, device="cpu")
     stream = make_stream(["moving_shapes", "digits"], batch_size=64, seed=seed, steps_per_domain=steps)
@@ -68,8 +69,13 @@ def run_one(args: tuple) -> dict:
             before = _nll(learner, shapes_test, first_domain)
     after = _nll(learner, shapes_test, first_domain)
     return {
-        "name": name, "overrides": overrides, "seed": seed, "num_domains": learner.num_domains,
-        "shapes_nll_before": before, "shapes_nll_after": after, "forgetting_nats": after - before,
+        "name": name,
+        "overrides": overrides,
+        "seed": seed,
+        "num_domains": learner.num_domains,
+        "shapes_nll_before": before,
+        "shapes_nll_after": after,
+        "forgetting_nats": after - before,
         "digits_nll_end": _nll(learner, digits_test, learner.current_domain),
         "seconds": time.perf_counter() - t0,
     }
@@ -88,26 +94,37 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for name, _ in GRID:
         mine = [r for r in rows if r["name"] == name]
-        summary[name] = {k: float(np.mean([r[k] for r in mine])) for k in
-                         ("forgetting_nats", "shapes_nll_before", "shapes_nll_after", "digits_nll_end")}
+        summary[name] = {
+            k: float(np.mean([r[k] for r in mine]))
+            for k in ("forgetting_nats", "shapes_nll_before", "shapes_nll_after", "digits_nll_end")
+        }
         summary[name]["num_domains"] = [r["num_domains"] for r in mine]
         # dreaming only acts once the digits have their own domain: forgetting over those seeds
         found = [r["forgetting_nats"] for r in mine if r["num_domains"] >= 2]
         summary[name]["forgetting_nats_switch_found"] = float(np.mean(found)) if found else None
         summary[name]["seeds_switch_found"] = len(found)
-    out = {"command": "python benchmarks/bench_dreaming.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": platform.platform(), "steps_per_domain": args.steps, "seeds": args.seeds,
-           "runs": rows, "summary": summary}
+    out = {
+        "command": "python benchmarks/bench_dreaming.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": platform.platform(),
+        "steps_per_domain": args.steps,
+        "seeds": args.seeds,
+        "runs": rows,
+        "summary": summary,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
-    print("| weights | forgetting of shapes (nats), all seeds | same, seeds whose switch was found | "
-          "shapes NLL before → after | digits NLL at end | domains |")
+    print(
+        "| weights | forgetting of shapes (nats), all seeds | same, seeds whose switch was found | "
+        "shapes NLL before → after | digits NLL at end | domains |"
+    )
     print("|---|---:|---:|---:|---:|---|")
     for name, s in summary.items():
         found = s["forgetting_nats_switch_found"]
         found_text = "–" if found is None else f"{found:.1f} ({s['seeds_switch_found']} seeds)"
-        print(f"| {name} | {s['forgetting_nats']:.1f} | {found_text} | {s['shapes_nll_before']:.1f} → "
-              f"{s['shapes_nll_after']:.1f} | {s['digits_nll_end']:.1f} | {s['num_domains']} |")
+        print(
+            f"| {name} | {s['forgetting_nats']:.1f} | {found_text} | {s['shapes_nll_before']:.1f} → "
+            f"{s['shapes_nll_after']:.1f} | {s['digits_nll_end']:.1f} | {s['num_domains']} |"
+        )
     return 0
 
 

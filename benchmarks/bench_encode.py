@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     from vase_rl import VASE, VASEConfig
 
     torch.set_num_threads(args.threads)
-    learners = {name: VASE(VASEConfig.preset(args.preset, **opts), seed=0, device="cpu")
-                for name, opts in VARIANTS.items()}
+    learners = {
+        name: VASE(VASEConfig.preset(args.preset, **opts), seed=0, device="cpu") for name, opts in VARIANTS.items()
+    }
     shape = learners["fp32"].config.image_shape
     results: dict[str, dict] = {}
     for batch in args.batches:
@@ -68,9 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
                 samples[name].append((time.perf_counter() - start) / args.reps / batch * 1e6)
         reference = learners["fp32"].encode_tensor(x)
         results[str(batch)] = {
-            name: {"us_per_frame": statistics.median(samples[name]),
-                   "speedup_vs_fp32": statistics.median(samples["fp32"]) / statistics.median(samples[name]),
-                   "max_abs_diff_vs_fp32": float((learners[name].encode_tensor(x) - reference).abs().max())}
+            name: {
+                "us_per_frame": statistics.median(samples[name]),
+                "speedup_vs_fp32": statistics.median(samples["fp32"]) / statistics.median(samples[name]),
+                "max_abs_diff_vs_fp32": float((learners[name].encode_tensor(x) - reference).abs().max()),
+            }
             for name in learners
         }
         row = ", ".join(f"{n}={v['us_per_frame']:.1f}" for n, v in results[str(batch)].items())
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "command": "python benchmarks/bench_encode.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
-        "preset": args.preset, "batches": results,
+        "preset": args.preset,
+        "batches": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

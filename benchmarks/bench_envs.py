@@ -25,7 +25,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-
 import vase_rl.envs as E
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,12 +97,21 @@ def run(quick: bool, repeats: int) -> dict:
     steps = 3_000 if quick else 20_000
     images = 20_000 if quick else 100_000
     episodes = 50 if quick else 300
-    out: dict = {"machine": machine(), "settings": {"quick": quick, "repeats": repeats, "env_steps": steps,
-                                                    "stream_images": images, "episodes": episodes}}
+    out: dict = {
+        "machine": machine(),
+        "settings": {
+            "quick": quick,
+            "repeats": repeats,
+            "env_steps": steps,
+            "stream_images": images,
+            "episodes": episodes,
+        },
+    }
 
     out["bank_build_s"] = [
         {"family": fam, "image_size": size, "seconds": round(bank_build_seconds(fam, size), 3)}
-        for fam in ("shapes", "digits", "letters", "garments") for size in (32, 64)
+        for fam in ("shapes", "digits", "letters", "garments")
+        for size in (32, 64)
     ]
     env_rows = []
     for env_id, size, ch in [
@@ -115,7 +123,9 @@ def run(quick: bool, repeats: int) -> dict:
         ("vase_rl/DomainSequence-v0", 64, 1),
     ]:
         row = {"env": env_id, "image_size": size, "channels": ch}
-        row["steps_per_s_gym_make"] = round(env_steps_per_s(env_id, steps, repeats, False, image_size=size, channels=ch))
+        row["steps_per_s_gym_make"] = round(
+            env_steps_per_s(env_id, steps, repeats, False, image_size=size, channels=ch)
+        )
         row["steps_per_s_raw"] = round(env_steps_per_s(env_id, steps, repeats, True, image_size=size, channels=ch))
         env_rows.append(row)
         print(row, flush=True)
@@ -164,23 +174,44 @@ def markdown(res: dict, command: str) -> str:
         "|---|---|---:|---:|",
     ]
     for r in res["env_steps"]:
-        lines.append(f"| `{r['env']}` | {r['image_size']}x{r['image_size']}x{r['channels']} | "
-                     f"{r['steps_per_s_gym_make']:,} | {r['steps_per_s_raw']:,} |")
-    lines += ["", "**Stream throughput** (`make_stream`, images with factors and domain ids)", "",
-              "| domain | images | batch | images/s |", "|---|---|---:|---:|"]
+        lines.append(
+            f"| `{r['env']}` | {r['image_size']}x{r['image_size']}x{r['channels']} | "
+            f"{r['steps_per_s_gym_make']:,} | {r['steps_per_s_raw']:,} |"
+        )
+    lines += [
+        "",
+        "**Stream throughput** (`make_stream`, images with factors and domain ids)",
+        "",
+        "| domain | images | batch | images/s |",
+        "|---|---|---:|---:|",
+    ]
     for r in res["stream"]:
-        lines.append(f"| `{r['domain']}` | {r['image_size']}x{r['image_size']}x{r['channels']} | "
-                     f"{r['batch_size']} | {r['images_per_s']:,} |")
-    lines += ["", "**Sprite bank build** (once per process, family, size and seed; cached afterwards)", "",
-              "| family | 32x32 | 64x64 |", "|---|---:|---:|"]
+        lines.append(
+            f"| `{r['domain']}` | {r['image_size']}x{r['image_size']}x{r['channels']} | "
+            f"{r['batch_size']} | {r['images_per_s']:,} |"
+        )
+    lines += [
+        "",
+        "**Sprite bank build** (once per process, family, size and seed; cached afterwards)",
+        "",
+        "| family | 32x32 | 64x64 |",
+        "|---|---:|---:|",
+    ]
     by = {(b["family"], b["image_size"]): b["seconds"] for b in res["bank_build_s"]}
     for fam in ("shapes", "digits", "letters", "garments"):
         lines.append(f"| {fam} | {by[(fam, 32)]:.2f} s | {by[(fam, 64)]:.2f} s |")
-    lines += ["", f"**Reference returns** ({res['settings']['episodes']} episodes, default kwargs, 32x32)", "",
-              "| env | policy | mean return | std | success rate | mean length |", "|---|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"**Reference returns** ({res['settings']['episodes']} episodes, default kwargs, 32x32)",
+        "",
+        "| env | policy | mean return | std | success rate | mean length |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in res["returns"]:
-        lines.append(f"| `{r['env']}` | {r['policy']} | {r['mean_return']:.3f} | {r['std_return']:.3f} | "
-                     f"{r['success_rate']:.2f} | {r['mean_length']:.1f} |")
+        lines.append(
+            f"| `{r['env']}` | {r['policy']} | {r['mean_return']:.3f} | {r['std_return']:.3f} | "
+            f"{r['success_rate']:.2f} | {r['mean_length']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -42,10 +42,10 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from vase_rl.agents import DEFAULT_PPO_KWARGS, EpisodeReturns
 
 import vase_rl
 from vase_rl import VASEConfig
-from vase_rl.agents import DEFAULT_PPO_KWARGS, EpisodeReturns
 from vase_rl.wrappers import VecVASE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ class GroundTruthObservation(gym.Wrapper):
     def _obs(self, info: dict[str, Any]) -> np.ndarray:
         out = np.zeros(self.num_classes + 2, np.float32)
         out[int(info["class"])] = 1.0
-        out[self.num_classes:] = info["position"]
+        out[self.num_classes :] = info["position"]
         return out
 
     def reset(self, **kwargs):
@@ -181,8 +181,9 @@ def make_arm_env(arm: str, args: argparse.Namespace, seed: int, training: bool =
     venv = make_vec_env(ENV_ID, args.n_envs, seed=seed, env_kwargs=env_kwargs)
     if arm == "pixels":
         return TimedVecEnv(venv), "CnnPolicy"
-    wrapped = TimedVecVASE(venv, vase_config(args), training=training, seed=seed, device="cpu",
-                           train_every=args.train_every)
+    wrapped = TimedVecVASE(
+        venv, vase_config(args), training=training, seed=seed, device="cpu", train_every=args.train_every
+    )
     if args.normalize if normalize is None else normalize:
         return VecNormalize(wrapped, norm_obs=True, norm_reward=False, clip_obs=10.0), "MlpPolicy"
     return wrapped, "MlpPolicy"
@@ -248,21 +249,31 @@ def run_arm(arm: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     env_time = float(getattr(timer, "env_time", 0.0))
     vase_time = float(getattr(timer, "vase_time", 0.0))
     out = {
-        "arm": arm, "seed": seed, "steps": int(model.num_timesteps), "seconds": elapsed,
+        "arm": arm,
+        "seed": seed,
+        "steps": int(model.num_timesteps),
+        "seconds": elapsed,
         "steps_per_second": model.num_timesteps / elapsed,
-        "env_seconds": env_time, "vase_seconds": vase_time, "ppo_seconds": elapsed - env_time - vase_time,
-        "final_return": final_return(returns.records, args.steps), "curve": curve(returns.records, args.steps),
+        "env_seconds": env_time,
+        "vase_seconds": vase_time,
+        "ppo_seconds": elapsed - env_time - vase_time,
+        "final_return": final_return(returns.records, args.steps),
+        "curve": curve(returns.records, args.steps),
         "episodes": len(returns.records),
     }
     vase = vase_rl.wrappers.find_vec_vase_in(venv)
     if vase is not None:
         stats = vase.get_vase_stats()
-        out["vase"] = {k: stats[k] for k in ("num_updates", "num_domains", "active_latents", "used_latents",
-                                              "capacity", "frames_seen")}
+        out["vase"] = {
+            k: stats[k]
+            for k in ("num_updates", "num_domains", "active_latents", "used_latents", "capacity", "frames_seen")
+        }
     venv.close()
-    print(f"  {arm:>8} seed {seed}: {out['steps_per_second']:.0f} steps/s, final return {out['final_return']:.3f} "
-          f"(env {env_time:.0f} s, vase {vase_time:.0f} s, ppo {out['ppo_seconds']:.0f} s of {elapsed:.0f} s)",
-          flush=True)
+    print(
+        f"  {arm:>8} seed {seed}: {out['steps_per_second']:.0f} steps/s, final return {out['final_return']:.3f} "
+        f"(env {env_time:.0f} s, vase {vase_time:.0f} s, ppo {out['ppo_seconds']:.0f} s of {elapsed:.0f} s)",
+        flush=True,
+    )
     return out
 
 
@@ -279,9 +290,13 @@ def overhead(args: argparse.Namespace, steps: int) -> dict[str, float]:
     ppo = elapsed - timer.env_time - timer.vase_time
     venv.close()
     return {
-        "steps": steps, "seconds": elapsed, "n_envs": args.n_envs,
-        "vase_us_per_step": 1e6 * timer.vase_time / steps, "env_us_per_step": 1e6 * timer.env_time / steps,
-        "ppo_us_per_step": 1e6 * ppo / steps, "overhead_fraction": timer.vase_time / ppo,
+        "steps": steps,
+        "seconds": elapsed,
+        "n_envs": args.n_envs,
+        "vase_us_per_step": 1e6 * timer.vase_time / steps,
+        "env_us_per_step": 1e6 * timer.env_time / steps,
+        "ppo_us_per_step": 1e6 * ppo / steps,
+        "overhead_fraction": timer.vase_time / ppo,
     }
 
 
@@ -299,20 +314,25 @@ def summarise(results: list[dict[str, Any]], over: dict[str, float], args: argpa
             "vase_fraction": float(np.mean([r["vase_seconds"] / r["seconds"] for r in rows])),
             "ppo_fraction": float(np.mean([r["ppo_seconds"] / r["seconds"] for r in rows])),
         }
-    goals: dict[str, Any] = {"overhead_fraction": over["overhead_fraction"], "overhead_goal": 0.15,
-                             "overhead_met": over["overhead_fraction"] <= 0.15}
+    goals: dict[str, Any] = {
+        "overhead_fraction": over["overhead_fraction"],
+        "overhead_goal": 0.15,
+        "overhead_met": over["overhead_fraction"] <= 0.15,
+    }
     if "pixels" in summary:
         target = summary["pixels"]["final_return"]
         for arm in arms:
             for fraction in REACH_FRACTIONS:
                 summary[arm][f"steps_to_{fraction:g}x_pixels_final"] = [
-                    steps_to_reach(r["curve"], fraction * target) for r in results if r["arm"] == arm]
+                    steps_to_reach(r["curve"], fraction * target) for r in results if r["arm"] == arm
+                ]
         if "vase" in summary:
             for fraction in REACH_FRACTIONS:
                 key = f"steps_to_{fraction:g}x_pixels_final"
                 pairs = zip(summary["vase"][key], summary["pixels"][key])
                 goals[f"sample_efficiency_{fraction:g}x_met"] = all(
-                    v is not None and (p is None or v <= p) for v, p in pairs)
+                    v is not None and (p is None or v <= p) for v, p in pairs
+                )
             goals["sample_efficiency_met"] = goals["sample_efficiency_1x_met"]
             goals["speed_ratio"] = summary["vase"]["steps_per_second"] / summary["pixels"]["steps_per_second"]
             goals["speed_met"] = goals["speed_ratio"] >= 0.5
@@ -322,15 +342,17 @@ def summarise(results: list[dict[str, Any]], over: dict[str, float], args: argpa
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
-            f"Python {platform.python_version()}; load average {load:.1f} at the end of the run")
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
+        f"Python {platform.python_version()}; load average {load:.1f} at the end of the run"
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -345,25 +367,39 @@ def markdown(report: dict[str, Any]) -> str:
         "env steps/s | time: env / VASE / PPO |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    names = {"vase": "PPO on VASE latents (learning on)", "pixels": "PPO CnnPolicy on raw pixels",
-             "factors": "PPO on ground-truth factors"}
+    names = {
+        "vase": "PPO on VASE latents (learning on)",
+        "pixels": "PPO CnnPolicy on raw pixels",
+        "factors": "PPO on ground-truth factors",
+    }
+
     def reach_text(values: list[int | None] | None) -> str:
         if not values:
             return "–"
         return ", ".join("not reached" if v is None else f"{v:,}" for v in values)
 
     for arm, row in s.items():
-        lines.append(f"| {names[arm]} | {row['final_return']:.3f} | {reach_text(row.get('steps_to_1x_pixels_final'))} | "
-                     f"{reach_text(row.get('steps_to_0.95x_pixels_final'))} | {row['steps_per_second']:,.0f} | "
-                     f"{row['env_fraction']:.0%} / {row['vase_fraction']:.0%} / {row['ppo_fraction']:.0%} |")
-    lines += ["", "Return vs environment steps (mean return of the episodes ending in each bin, first seed):", "",
-              "| steps | " + " | ".join(s) + " |", "|---:|" + "---:|" * len(s)]
-    curves = {arm: {p["steps"]: p["mean_return"] for p in next(r for r in report["results"] if r["arm"] == arm)["curve"]}
-              for arm in s}
+        lines.append(
+            f"| {names[arm]} | {row['final_return']:.3f} | {reach_text(row.get('steps_to_1x_pixels_final'))} | "
+            f"{reach_text(row.get('steps_to_0.95x_pixels_final'))} | {row['steps_per_second']:,.0f} | "
+            f"{row['env_fraction']:.0%} / {row['vase_fraction']:.0%} / {row['ppo_fraction']:.0%} |"
+        )
+    lines += [
+        "",
+        "Return vs environment steps (mean return of the episodes ending in each bin, first seed):",
+        "",
+        "| steps | " + " | ".join(s) + " |",
+        "|---:|" + "---:|" * len(s),
+    ]
+    curves = {
+        arm: {p["steps"]: p["mean_return"] for p in next(r for r in report["results"] if r["arm"] == arm)["curve"]}
+        for arm in s
+    }
     all_steps = sorted(set().union(*[c.keys() for c in curves.values()]))
     for step in all_steps[1::2] if len(all_steps) > 10 else all_steps:
-        lines.append(f"| {step:,} | " + " | ".join(f"{curves[a][step]:.3f}" if step in curves[a] else "–" for a in s)
-                     + " |")
+        lines.append(
+            f"| {step:,} | " + " | ".join(f"{curves[a][step]:.3f}" if step in curves[a] else "–" for a in s) + " |"
+        )
     lines += [
         "",
         f"Wrapper overhead with learning frozen (8 envs, {over['steps']:,} steps, MlpPolicy): VASE adapter + encode "
@@ -372,12 +408,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"{'met' if g['overhead_met'] else 'missed'}).",
     ]
     if "speed_ratio" in g:
-        lines.append(f"Speed with learning on: {g['speed_ratio']:.2f}x the pixel baseline's env steps/s (goal ≥ 0.5x: "
-                     f"{'met' if g['speed_met'] else 'missed'}). Sample efficiency (VASE reaches the pixels' final "
-                     f"return in no more steps): {'met' if g['sample_efficiency_met'] else 'missed'} "
-                     f"(95 % of it: {'met' if g['sample_efficiency_0.95x_met'] else 'missed'}). Returns are "
-                     "the training episodes' (stochastic policy); final = episodes in the last 10 % of steps; "
-                     "\"reach\" = the same 10 % trailing window first at or above the threshold.")
+        lines.append(
+            f"Speed with learning on: {g['speed_ratio']:.2f}x the pixel baseline's env steps/s (goal ≥ 0.5x: "
+            f"{'met' if g['speed_met'] else 'missed'}). Sample efficiency (VASE reaches the pixels' final "
+            f"return in no more steps): {'met' if g['sample_efficiency_met'] else 'missed'} "
+            f"(95 % of it: {'met' if g['sample_efficiency_0.95x_met'] else 'missed'}). Returns are "
+            "the training episodes' (stochastic policy); final = episodes in the last 10 % of steps; "
+            '"reach" = the same 10 % trailing window first at or above the threshold.'
+        )
     return "\n".join(lines)
 
 
@@ -399,22 +437,38 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--preset", default="cpu32")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="VASEConfig override, VALUE as JSON (e.g. capacity_per_active=true); repeatable")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="VASEConfig override, VALUE as JSON (e.g. capacity_per_active=true); repeatable",
+    )
     parser.add_argument("--width", type=float, default=None, help="VASE network width (default: the preset's)")
-    parser.add_argument("--capacity-updates", type=int, default=None,
-                        help="updates for the capacity to reach C_max (default: the preset's)")
+    parser.add_argument(
+        "--capacity-updates",
+        type=int,
+        default=None,
+        help="updates for the capacity to reach C_max (default: the preset's)",
+    )
     parser.add_argument("--train-every", type=int, default=8, help="VecVASE train_every (vector steps per update)")
-    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
-                        help="no VecNormalize on the latents (default: normalised, as ppo_on_latents does)")
+    parser.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        help="no VecNormalize on the latents (default: normalised, as ppo_on_latents does)",
+    )
     parser.add_argument("--overhead-steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rl.json"))
     parser.add_argument("--doc", default=str(ROOT / "docs" / "RL.md"))
     parser.add_argument("--no-doc", action="store_true")
-    parser.add_argument("--report-only", action="store_true",
-                        help="re-summarise the stored --out JSON and rewrite the doc table (no runs)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-summarise the stored --out JSON and rewrite the doc table (no runs)",
+    )
     args = parser.parse_args()
     if args.report_only:
         report = json.loads(Path(args.out).read_text())
@@ -438,8 +492,14 @@ def main() -> None:
     over = overhead(args, over_steps)
     print(f"  overhead (frozen): {over['overhead_fraction']:.1%} of PPO's own per-step cost", flush=True)
     command = "python benchmarks/bench_rl.py " + " ".join(sys.argv[1:])
-    report = {"command": command.strip(), "machine": machine(), "args": vars(args), "ppo_kwargs": ppo_kwargs(args),
-              "results": results, "overhead": over}
+    report = {
+        "command": command.strip(),
+        "machine": machine(),
+        "args": vars(args),
+        "ppo_kwargs": ppo_kwargs(args),
+        "results": results,
+        "overhead": over,
+    }
     report["summary"] = summarise(results, over, args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

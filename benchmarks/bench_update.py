@@ -51,7 +51,7 @@ def synthetic_batch(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     x = rng.integers(0, size - size // 3, n)
     y = rng.integers(0, size - size // 3, n)
     for i in range(n):
-        img[i, y[i]:y[i] + s[i], x[i]:x[i] + s[i]] = 255
+        img[i, y[i] : y[i] + s[i], x[i] : x[i] + s[i]] = 255
     return img
 
 
@@ -61,7 +61,9 @@ class BetaVAEStep:
     def __init__(self, config, seed: int) -> None:
         from vase_rl.learner import VASE
 
-        base = VASE(config.replace(dreaming=False, domain_inference=False, atypicality_mask=False), seed=seed, device="cpu")
+        base = VASE(
+            config.replace(dreaming=False, domain_inference=False, atypicality_mask=False), seed=seed, device="cpu"
+        )
         self.learner = base
         self.encoder, self.decoder = base.encoder, base.decoder
         self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.learning_rate)
@@ -161,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     options = [] if args.no_options else ["bf16", "channels_last"]
     results = {
         "command": "python benchmarks/bench_update.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": args.threads, "malloc_tuned": malloc},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "malloc_tuned": malloc,
+        },
         "presets": {},
     }
     for preset in args.presets:
@@ -172,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         times = time_updates(variants, batches, args.rounds, args.steps)
         med = {k: statistics.median(v) for k, v in times.items()}
         base = med["a_beta_vae"]
-        entry = {"median_seconds": med, "samples": times,
-                 "ratio_to_beta_vae": {k: v / base for k, v in med.items()}}
+        entry = {"median_seconds": med, "samples": times, "ratio_to_beta_vae": {k: v / base for k, v in med.items()}}
         if "bf16" in options:
             entry["bf16_speedup_dreaming"] = med["c_vase_dreaming"] / med["c_vase_dreaming_bf16"]
             entry["bf16_speedup_beta_vae"] = med["a_beta_vae"] / med["a_beta_vae_bf16"]
@@ -203,8 +209,10 @@ def write_markdown(results: dict, path: Path) -> None:
             lines.append(f"| {preset} | {name} | {sec * 1e3:.1f} | {entry['ratio_to_beta_vae'][name]:.2f} |")
         if "encode" in entry:
             enc = entry["encode"]
-            lines.append(f"| {preset} | encode (eager → compiled) | {enc['encode_eager'] * 1e3:.2f} → "
-                         f"{enc['encode_compiled'] * 1e3:.2f} | |")
+            lines.append(
+                f"| {preset} | encode (eager → compiled) | {enc['encode_eager'] * 1e3:.2f} → "
+                f"{enc['encode_compiled'] * 1e3:.2f} | |"
+            )
     table = "\n".join(lines) + "\n"
     marker_start, marker_end = "<!-- bench_update:start -->", "<!-- bench_update:end -->"
     if path.exists() and marker_start in path.read_text():

@@ -25,6 +25,7 @@ from .domains import (
     parse_domain,
     register_family,
 )
+from .evaluate import evaluate_policy_returns
 from .families import FACTOR_NAMES, ProceduralFamily, SpriteFamily, clear_caches
 from .idx import IDXDataset, IDXFamily, find_idx_files, load_idx, load_idx_dataset, register_idx_domain, save_idx
 from .registration import ENV_IDS, register_envs
@@ -37,7 +38,6 @@ from .sprite_task import (
     oracle_action,
 )
 from .streams import DataStream, Segment, StreamBatch, make_stream
-from .evaluate import evaluate_policy_returns
 
 __all__ = [
     "ACTION_MEANINGS",

@@ -13,7 +13,7 @@ Streams, the domain-sequence environment and the evaluation suite all name data 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .families import FAMILY_KINDS, ProceduralFamily, SpriteFamily, validate_image_args
 

@@ -7,7 +7,7 @@ length; the numbers in docs/ENVIRONMENTS.md come from here (via benchmarks/bench
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -30,10 +30,10 @@ def evaluate_policy_returns(
     own = isinstance(env, str)
     env = gym.make(env, **make_kwargs) if own else env
     if policy == "oracle":
-        act = lambda obs, e: oracle_action(e)  # noqa: E731
+        act = lambda obs, e: oracle_action(e)
     elif policy == "random":
         env.action_space.seed(seed)
-        act = lambda obs, e: e.action_space.sample()  # noqa: E731
+        act = lambda obs, e: e.action_space.sample()
     elif callable(policy):
         act = policy
     else:

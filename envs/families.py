@@ -25,8 +25,8 @@ needs ``channels=3``), ``channels`` 1 or 3 and any ``image_size`` >= 8.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -240,7 +240,7 @@ class SpriteFamily:
         rows = np.arange(self.patch_size)
         self._paste_offsets = (rows[:, None] * self.image_size + rows[None, :]).reshape(-1)
 
-    def prepare(self) -> "SpriteFamily":
+    def prepare(self) -> SpriteFamily:
         """Build whatever the family renders from (its sprite bank) now rather than on first use."""
         return self
 
@@ -535,7 +535,7 @@ class ProceduralFamily(SpriteFamily):
             self._bank = sprite_bank(self.kind, self.num_styles, self.seed, self.patch_size)
         return self._bank
 
-    def prepare(self) -> "ProceduralFamily":
+    def prepare(self) -> ProceduralFamily:
         self.bank  # noqa: B018 - builds and caches the bank
         return self
 

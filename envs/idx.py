@@ -41,8 +41,14 @@ _DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
-          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
 
 _MISSING_HINT = (
     "vase_rl never downloads data: fetch the IDX files yourself (e.g. MNIST's train-images-idx3-ubyte.gz and "
@@ -76,7 +82,9 @@ def load_idx(path) -> np.ndarray:
         count = int(np.prod(dims)) if dims else 1
         raw = fh.read(count * dtype.itemsize)
     if len(raw) != count * dtype.itemsize:
-        raise ValueError(f"{path} is truncated: expected {count} values of shape {dims}, got {len(raw) // dtype.itemsize}")
+        raise ValueError(
+            f"{path} is truncated: expected {count} values of shape {dims}, got {len(raw) // dtype.itemsize}"
+        )
     return np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -131,9 +139,7 @@ def find_idx_files(root, split: str = "train") -> tuple[Path, Path]:
         hit = next((c for c in cands if c.is_file()), None)
         if hit is None:
             present = sorted(p.name for p in root.iterdir())[:20]
-            raise FileNotFoundError(
-                f"missing IDX file {stem}[.gz] in {root} (found: {present}). {_MISSING_HINT}."
-            )
+            raise FileNotFoundError(f"missing IDX file {stem}[.gz] in {root} (found: {present}). {_MISSING_HINT}.")
         found.append(hit)
     return found[0], found[1]
 
@@ -179,11 +185,13 @@ class IDXFamily(SpriteFamily):
         if len(class_names) < n_classes:
             raise ValueError(f"{len(class_names)} class names for labels up to {n_classes - 1}")
         self._class_names = tuple(class_names)
-        super().__init__(name, size, channels, seed, patch_size=max(4, int(round(frac * size))), moving=moving, **variant)
+        super().__init__(
+            name, size, channels, seed, patch_size=max(4, int(round(frac * size))), moving=moving, **variant
+        )
         self._resized: np.ndarray | None = None
 
     @classmethod
-    def from_files(cls, images_path, labels_path=None, **kwargs) -> "IDXFamily":
+    def from_files(cls, images_path, labels_path=None, **kwargs) -> IDXFamily:
         data = load_idx_dataset(images_path, labels_path)
         return cls(data.images, data.labels, **kwargs)
 
@@ -232,7 +240,8 @@ def register_idx_domain(
     data = load_idx_dataset(images_path, labels_path)
 
     def factory(image_size=32, channels=1, seed=0, name=name, **variant):
-        return IDXFamily(data.images, data.labels, image_size, channels, seed, name=name,
-                         class_names=class_names, **variant)
+        return IDXFamily(
+            data.images, data.labels, image_size, channels, seed, name=name, class_names=class_names, **variant
+        )
 
     register_family(name, factory, overwrite=overwrite)

@@ -21,14 +21,15 @@ Positions are normalised to [0, 1] (x right, y down) over the range the sprite c
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from .domains import make_domain
-from .families import X, Y, SpriteFamily, validate_image_args
+from .families import SpriteFamily, X, Y, validate_image_args
 
 __all__ = [
     "SpriteTaskEnv",
@@ -83,11 +84,32 @@ class SpriteTaskEnv(gym.Env):
         family_seed: int = 0,
         render_mode: str | None = None,
     ):
-        self._setup([domain], image_size, channels, continuous, max_steps, step_size, max_shift, goal_radius,
-                    family_seed, render_mode)
+        self._setup(
+            [domain],
+            image_size,
+            channels,
+            continuous,
+            max_steps,
+            step_size,
+            max_shift,
+            goal_radius,
+            family_seed,
+            render_mode,
+        )
 
-    def _setup(self, domains, image_size, channels, continuous, max_steps, step_size, max_shift, goal_radius,
-               family_seed, render_mode):
+    def _setup(
+        self,
+        domains,
+        image_size,
+        channels,
+        continuous,
+        max_steps,
+        step_size,
+        max_shift,
+        goal_radius,
+        family_seed,
+        render_mode,
+    ):
         self.image_size, self.channels = validate_image_args(image_size, channels)
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
@@ -101,7 +123,9 @@ class SpriteTaskEnv(gym.Env):
         self.continuous = bool(continuous)
         self.render_mode = render_mode
         if isinstance(domains, str) or not len(domains):
-            raise ValueError("domains must be a non-empty list of domain names, e.g. ['moving_shapes', 'moving_digits']")
+            raise ValueError(
+                "domains must be a non-empty list of domain names, e.g. ['moving_shapes', 'moving_digits']"
+            )
         self.domain_names: list[str] = list(dict.fromkeys(domains))
         self.families: list[SpriteFamily] = [
             make_domain(name, self.image_size, self.channels, seed=family_seed).prepare() for name in self.domain_names
@@ -113,7 +137,9 @@ class SpriteTaskEnv(gym.Env):
                     f"use 'moving_{name}' (a smaller sprite) instead"
                 )
         self._goals = [goal_layout(f.num_classes, goal_radius) for f in self.families]
-        self.observation_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, self.channels), dtype=np.uint8)
+        self.observation_space = spaces.Box(
+            0, 255, shape=(self.image_size, self.image_size, self.channels), dtype=np.uint8
+        )
         if self.continuous:
             self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         else:
@@ -296,8 +322,18 @@ class DomainSequenceEnv(SpriteTaskEnv):
         self.switch_every = int(switch_every)
         self.switch_unit = switch_unit
         self.order = order
-        self._setup(domains, image_size, channels, continuous, max_steps, step_size, max_shift, goal_radius,
-                    family_seed, render_mode)
+        self._setup(
+            domains,
+            image_size,
+            channels,
+            continuous,
+            max_steps,
+            step_size,
+            max_shift,
+            goal_radius,
+            family_seed,
+            render_mode,
+        )
         self._schedule_rng: np.random.Generator | None = None
         self._block = -1
         self._count = 0  # episodes or steps since the schedule started

@@ -12,8 +12,9 @@ Batches are a pure function of (seed, step), so a stream can be iterated again, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -74,7 +75,11 @@ class DataStream:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
-        if isinstance(transition_steps, bool) or not isinstance(transition_steps, (int, np.integer)) or transition_steps < 0:
+        if (
+            isinstance(transition_steps, bool)
+            or not isinstance(transition_steps, (int, np.integer))
+            or transition_steps < 0
+        ):
             raise ValueError(f"transition_steps must be an integer >= 0, got {transition_steps!r}")
         self.transition_steps = int(transition_steps)
 
@@ -82,7 +87,9 @@ class DataStream:
             sequence = [sequence]
         items = list(sequence) if sequence is not None else []
         if not items:
-            raise ValueError("sequence is empty; pass domain names such as ['moving_shapes', 'digits', 'moving_digits']")
+            raise ValueError(
+                "sequence is empty; pass domain names such as ['moving_shapes', 'digits', 'moving_digits']"
+            )
 
         self.families: dict[str, SpriteFamily] = {}
         self.domain_names: list[str] = []

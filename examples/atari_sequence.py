@@ -24,10 +24,10 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
-
-from vase_rl import VASEConfig
 from vase_rl.agents import VASECallback, ppo_on_latents
 from vase_rl.agents.real_envs import AtariGameSequence
+
+from vase_rl import VASEConfig
 from vase_rl.wrappers import VecVASE, make_vase_vec_env
 
 
@@ -52,8 +52,7 @@ class DomainTracker(BaseCallback):
             self.events.append(f"{self.num_timesteps:>8} steps: game -> {game}")
             self._game = game
         if domain is not None and domain != self._domain:
-            self.events.append(f"{self.num_timesteps:>8} steps: VASE domain -> {domain} "
-                               f"({learner.num_domains} known)")
+            self.events.append(f"{self.num_timesteps:>8} steps: VASE domain -> {domain} ({learner.num_domains} known)")
             self._domain = domain
         if game is not None and domain is not None:
             self.pairs[(game, domain)] += 1
@@ -94,8 +93,10 @@ def main() -> None:
     model.learn(total, callback=CallbackList([VASECallback(), tracker]))
     elapsed = time.perf_counter() - start
 
-    print(f"{total} steps ({' -> '.join(games)}, {switch_every} steps per env and game) in {elapsed:.1f} s "
-          f"({total / elapsed:.0f} steps/s), {venv.learner.num_updates} VASE updates")
+    print(
+        f"{total} steps ({' -> '.join(games)}, {switch_every} steps per env and game) in {elapsed:.1f} s "
+        f"({total / elapsed:.0f} steps/s), {venv.learner.num_updates} VASE updates"
+    )
     print("timeline:")
     for line in tracker.events:
         print("  " + line)

@@ -85,7 +85,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 def posterior_means(learner, images: np.ndarray, batch: int = 512) -> np.ndarray:
     out = []
     for i in range(0, len(images), batch):
-        out.append(learner.encoder(to_tensor(images[i:i + batch]))[0].float().numpy())
+        out.append(learner.encoder(to_tensor(images[i : i + batch]))[0].float().numpy())
     return np.concatenate(out)
 
 
@@ -101,6 +101,7 @@ def refit_probe(learner, train: tuple, test: tuple, seed: int, steps: int) -> fl
 def explorer_eval(learner, domain: str, episodes: int, steps: int, seed: int) -> dict[str, Any]:
     """Act for real: realise 'this sprite, but over there' goals in the continuous sprite env."""
     from vase_rl.envs import SpriteTaskEnv, make_family
+
     from vase_rl.imagination import ImaginationExplorer, latent_error, translation_sensitivity
 
     fam = make_family("moving_" + domain, image_size=32, channels=1, seed=0)
@@ -140,8 +141,9 @@ def explorer_eval(learner, domain: str, episodes: int, steps: int, seed: int) ->
 # ------------------------------------------------------------------------------------------
 def run(seed: int, condition: str, args: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
-    from vase_rl import VASE, VASEConfig
     from vase_rl.envs import make_family, make_stream
+
+    from vase_rl import VASE, VASEConfig
     from vase_rl.evaluation import LatentProbe
 
     t0 = time.time()
@@ -176,7 +178,8 @@ def run(seed: int, condition: str, args: dict[str, Any]) -> dict[str, Any]:
     for i, batch in enumerate(stream):
         if i == a_steps:  # end of moving shapes: the representation before any digit
             out["stage_a_refit_moving_digits"] = refit_probe(
-                learner, labelled(moving, args["refit_train"]), test_moving, seed, args["refit_steps"])
+                learner, labelled(moving, args["refit_train"]), test_moving, seed, args["refit_steps"]
+            )
             if condition == "imagination":
                 shapes = make_family("moving_shapes", image_size=32, channels=1, seed=0)
                 xs = to_tensor(shapes.sample(512, np.random.default_rng(seed + 3))[0])
@@ -185,12 +188,22 @@ def run(seed: int, condition: str, args: dict[str, Any]) -> dict[str, Any]:
                 out["policy_after_a"] = learner.imagination.evaluate(xs, zs, out["explorer_shapes"]["position_latents"])
         stats = learner.update(batch.images)
         if i % 25 == 0 or i == len(stream) - 1:
-            imagination_log.append({"step": i + 1, **{k[12:]: v for k, v in stats.items() if k.startswith("imagination_")},
-                                    "domain": stats["domain"], "active_latents": stats["active_latents"],
-                                    "recon": stats["recon"], "kl": stats["kl"]})
+            imagination_log.append(
+                {
+                    "step": i + 1,
+                    **{k[12:]: v for k, v in stats.items() if k.startswith("imagination_")},
+                    "domain": stats["domain"],
+                    "active_latents": stats["active_latents"],
+                    "recon": stats["recon"],
+                    "kl": stats["kl"],
+                }
+            )
         if args["progress"] and (i + 1) % 500 == 0:
-            print(f"  [seed {seed} {condition}] update {i + 1}/{len(stream)} domain {stats['domain']} "
-                  f"active {stats['active_latents']} recon {stats['recon']:.1f} {time.time() - t0:.0f} s", flush=True)
+            print(
+                f"  [seed {seed} {condition}] update {i + 1}/{len(stream)} domain {stats['domain']} "
+                f"active {stats['active_latents']} recon {stats['recon']:.1f} {time.time() - t0:.0f} s",
+                flush=True,
+            )
         if i >= a_steps:
             x, y = labelled(moving, 64)
             probe.train_step(posterior_means(learner, x), y)
@@ -201,21 +214,28 @@ def run(seed: int, condition: str, args: dict[str, Any]) -> dict[str, Any]:
 
     out["probe_steps"], out["probe_accuracy"] = curve_steps, curve_acc
     out["final_refit_moving_digits"] = refit_probe(
-        learner, labelled(moving, args["refit_train"]), test_moving, seed, args["refit_steps"])
+        learner, labelled(moving, args["refit_train"]), test_moving, seed, args["refit_steps"]
+    )
     out["final_refit_static_digits"] = refit_probe(
-        learner, labelled(static, args["refit_train"]), labelled(static, args["test_size"]), seed, args["refit_steps"])
+        learner, labelled(static, args["refit_train"]), labelled(static, args["test_size"]), seed, args["refit_steps"]
+    )
     if condition == "imagination":
         xd = to_tensor(moving.sample(512, np.random.default_rng(seed + 4))[0])
         zd = torch.randn(512, cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
         out["explorer_digits"] = explorer_eval(learner, "digits", args["episodes"], args["explore_steps"], seed)
-        out["policy_after_b_moving_digits"] = learner.imagination.evaluate(xd, zd, out["explorer_digits"]["position_latents"])
+        out["policy_after_b_moving_digits"] = learner.imagination.evaluate(
+            xd, zd, out["explorer_digits"]["position_latents"]
+        )
     out["log"] = imagination_log
     out["num_domains"] = learner.num_domains
     out["domain_events"] = [d for d in learner.domain_log if d["event"] == "new"]
     out["seconds"] = round(time.time() - t0, 1)
-    print(f"[seed {seed} {condition:12s}] final probe acc {curve_acc[-1]:.3f}  refit moving "
-          f"{out['final_refit_moving_digits']:.3f}  static {out['final_refit_static_digits']:.3f}  "
-          f"domains {learner.num_domains}  {out['seconds']} s", flush=True)
+    print(
+        f"[seed {seed} {condition:12s}] final probe acc {curve_acc[-1]:.3f}  refit moving "
+        f"{out['final_refit_moving_digits']:.3f}  static {out['final_refit_static_digits']:.3f}  "
+        f"domains {learner.num_domains}  {out['seconds']} s",
+        flush=True,
+    )
     return out
 
 
@@ -245,21 +265,29 @@ def summarise(runs: list[dict[str, Any]], conditions: list[str], seeds: list[int
         for other in conditions:
             if other == "imagination":
                 continue
-            d = (np.array(summary["conditions"]["imagination"]["final_accuracy_per_seed"])
-                 - np.array(summary["conditions"][other]["final_accuracy_per_seed"]))
-            r = (np.array(summary["conditions"]["imagination"]["final_refit_moving_digits"]["per_seed"])
-                 - np.array(summary["conditions"][other]["final_refit_moving_digits"]["per_seed"]))
+            d = np.array(summary["conditions"]["imagination"]["final_accuracy_per_seed"]) - np.array(
+                summary["conditions"][other]["final_accuracy_per_seed"]
+            )
+            r = np.array(summary["conditions"]["imagination"]["final_refit_moving_digits"]["per_seed"]) - np.array(
+                summary["conditions"][other]["final_refit_moving_digits"]["per_seed"]
+            )
             gaps[f"imagination_minus_{other}"] = {
-                "probe_final_per_seed": d.round(4).tolist(), "probe_final_mean": float(d.mean()),
-                "probe_final_std": float(d.std()), "seeds_positive": int((d > 0).sum()),
-                "refit_per_seed": r.round(4).tolist(), "refit_mean": float(r.mean()), "refit_std": float(r.std()),
+                "probe_final_per_seed": d.round(4).tolist(),
+                "probe_final_mean": float(d.mean()),
+                "probe_final_std": float(d.std()),
+                "seeds_positive": int((d > 0).sum()),
+                "refit_per_seed": r.round(4).tolist(),
+                "refit_mean": float(r.mean()),
+                "refit_std": float(r.std()),
             }
         ex = {}
         for env_key in ("explorer_shapes", "explorer_digits"):
             rows = [by[("imagination", s)][env_key] for s in seeds if env_key in by[("imagination", s)]]
             if rows:
-                ex[env_key] = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
-                               for k in ("start", "explorer", "random", "best_position")}
+                ex[env_key] = {
+                    k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+                    for k in ("start", "explorer", "random", "best_position")
+                }
         summary["explorer"] = ex
         pol = {}
         for key in ("policy_after_a", "policy_after_b_moving_digits"):
@@ -282,7 +310,12 @@ def plot(summary: dict[str, Any], runs: list[dict[str, Any]], seeds: list[int], 
     for c, e in summary["conditions"].items():
         x = np.array(e["probe_steps"])
         m, s = np.array(e["probe_accuracy_mean"]), np.array(e["probe_accuracy_std"])
-        ax.plot(x, m, color=colours.get(c), label=f"{c} (final {e['final_accuracy_mean']:.3f} ± {e['final_accuracy_std']:.3f})")
+        ax.plot(
+            x,
+            m,
+            color=colours.get(c),
+            label=f"{c} (final {e['final_accuracy_mean']:.3f} ± {e['final_accuracy_std']:.3f})",
+        )
         ax.fill_between(x, m - s, m + s, color=colours.get(c), alpha=0.2)
         for r in runs:
             if r["condition"] == c:
@@ -314,15 +347,21 @@ def plot(summary: dict[str, Any], runs: list[dict[str, Any]], seeds: list[int], 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="one seed, tiny stages: a smoke run under a minute")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--conditions", nargs="+", default=None, choices=CONDITIONS)
     p.add_argument("--stage-a", type=int, default=None, help="updates on moving shapes")
     p.add_argument("--stage-b", type=int, default=None, help="updates on static digits")
-    p.add_argument("--fraction", type=float, default=1.0, help="imagined images per real image (config.imagination_fraction)")
+    p.add_argument(
+        "--fraction", type=float, default=1.0, help="imagined images per real image (config.imagination_fraction)"
+    )
     p.add_argument("--max-shift", type=float, default=0.25, help="translation bound, fraction of the side")
-    p.add_argument("--capacity-steps", type=int, default=6000, help="updates for capacity C to reach C_max (cpu32: 6000)")
+    p.add_argument(
+        "--capacity-steps", type=int, default=6000, help="updates for capacity C to reach C_max (cpu32: 6000)"
+    )
     p.add_argument("--eval-every", type=int, default=None, help="probe evaluations every n updates of the digits stage")
     p.add_argument("--progress", action="store_true", help="print a line every 500 updates")
     p.add_argument("--jobs", type=int, default=1, help="parallel runs (one torch thread each)")
@@ -335,7 +374,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = {
         "stage_a": a.stage_a or (120 if quick else 2000),
         "stage_b": a.stage_b or (80 if quick else 2500),
-        "fraction": a.fraction, "max_shift": a.max_shift, "capacity_steps": a.capacity_steps,
+        "fraction": a.fraction,
+        "max_shift": a.max_shift,
+        "capacity_steps": a.capacity_steps,
         "eval_every": a.eval_every or (20 if quick else 100),
         "progress": a.progress,
         "test_size": 300 if quick else 1000,
@@ -359,9 +400,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "experiment": "moving_shapes -> static digits; probe on moving digits during the static stage",
         "command": " ".join(["python examples/imagination_exploration.py", *(sys.argv[1:] if argv is None else argv)]),
-        "seeds": seeds, "settings": args, "final_accuracy_is_mean_of_last_evals": last_k,
+        "seeds": seeds,
+        "settings": args,
+        "final_accuracy_is_mean_of_last_evals": last_k,
         "probe": "vase_rl.evaluation.LatentProbe (2x256 ReLU, Adam 6e-4, batch 64) on posterior means; "
-                 "one step per learner update during the static-digits stage",
+        "one step per learner update during the static-digits stage",
         "summary": summary,
         "runs": [{k: v for k, v in r.items() if k != "log"} for r in runs],
         "logs": {f"{r['condition']}/{r['seed']}": r["log"] for r in runs},
@@ -370,12 +413,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    title = (f"VASE cpu32, moving shapes ({args['stage_a']} updates) -> static digits ({args['stage_b']}), "
-             f"imagination fraction {args['fraction']}, max shift {args['max_shift']}")
+    title = (
+        f"VASE cpu32, moving shapes ({args['stage_a']} updates) -> static digits ({args['stage_b']}), "
+        f"imagination fraction {args['fraction']}, max shift {args['max_shift']}"
+    )
     plot(summary, runs, seeds, fig, title)
     for name, g in summary["gaps"].items():
-        print(f"{name}: probe final {g['probe_final_mean']:+.3f} ± {g['probe_final_std']:.3f} "
-              f"({g['seeds_positive']}/{len(seeds)} seeds > 0); refit {g['refit_mean']:+.3f} ± {g['refit_std']:.3f}")
+        print(
+            f"{name}: probe final {g['probe_final_mean']:+.3f} ± {g['probe_final_std']:.3f} "
+            f"({g['seeds_positive']}/{len(seeds)} seeds > 0); refit {g['refit_mean']:+.3f} ± {g['refit_std']:.3f}"
+        )
     for key, e in summary.get("explorer", {}).items():
         print(key, {k: round(v["mean"], 3) for k, v in e.items()})
     print(f"wrote {out} and {fig} in {result['seconds']} s")

@@ -29,9 +29,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecNormalize
+from vase_rl.agents import EpisodeReturns, VASECallback, ppo_on_latents
 
 from vase_rl import VASEConfig
-from vase_rl.agents import EpisodeReturns, VASECallback, ppo_on_latents
 from vase_rl.wrappers import VecVASE, make_vase_vec_env, unwrap_vase
 
 
@@ -91,10 +91,16 @@ def main() -> None:
     if args.quick:
         config = config.replace(width=0.25, latent_dim=8)
         ppo_kwargs = dict(n_steps=64, batch_size=128, n_epochs=2)
-    model = ppo_on_latents(args.env_id, n_envs=args.n_envs, config=config, seed=args.seed,
-                           env_kwargs=dict(image_size=args.image_size),
-                           vec_env_cls="subproc" if args.subproc else "dummy", device=args.device,
-                           ppo_kwargs=ppo_kwargs)
+    model = ppo_on_latents(
+        args.env_id,
+        n_envs=args.n_envs,
+        config=config,
+        seed=args.seed,
+        env_kwargs=dict(image_size=args.image_size),
+        vec_env_cls="subproc" if args.subproc else "dummy",
+        device=args.device,
+        ppo_kwargs=ppo_kwargs,
+    )
     model.set_logger(configure(args.out, ["stdout", "csv"] if not args.quick else ["csv"]))
     env = model.get_env()  # VecNormalize(VecVASE(...)): the latents are normalised for PPO
     vase: VecVASE = unwrap_vase(env)
@@ -104,14 +110,18 @@ def main() -> None:
     model.learn(steps, callback=CallbackList([VASECallback(), returns]))
     elapsed = time.perf_counter() - start
     stats = vase.get_vase_stats()
-    print(f"{steps} steps in {elapsed:.1f} s ({steps / elapsed:.0f} steps/s); VASE: {stats['num_updates']} updates, "
-          f"{stats['num_domains']} domain(s), {stats['active_latents']} active latents")
+    print(
+        f"{steps} steps in {elapsed:.1f} s ({steps / elapsed:.0f} steps/s); VASE: {stats['num_updates']} updates, "
+        f"{stats['num_domains']} domain(s), {stats['active_latents']} active latents"
+    )
 
     with open(os.path.join(args.out, "returns.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["timesteps", "return"])
         writer.writerows(returns.records)
-    if returns.records and plot(returns.records, os.path.join(args.out, "returns.png"), f"PPO on VASE latents, {args.env_id}"):
+    if returns.records and plot(
+        returns.records, os.path.join(args.out, "returns.png"), f"PPO on VASE latents, {args.env_id}"
+    ):
         print(f"plot: {os.path.join(args.out, 'returns.png')}")
 
     # the representation and the latent statistics are saved apart from the agent
@@ -121,8 +131,15 @@ def main() -> None:
     env.close()
 
     # reload all three for a frozen evaluation
-    eval_env = make_vase_vec_env(args.env_id, 1, seed=args.seed + 1000, env_kwargs=dict(image_size=args.image_size),
-                                 learner_path=os.path.join(args.out, "vase.pt"), training=False, device=args.device)
+    eval_env = make_vase_vec_env(
+        args.env_id,
+        1,
+        seed=args.seed + 1000,
+        env_kwargs=dict(image_size=args.image_size),
+        learner_path=os.path.join(args.out, "vase.pt"),
+        training=False,
+        device=args.device,
+    )
     eval_env = VecNormalize.load(os.path.join(args.out, "vecnormalize.pkl"), eval_env)
     eval_env.training = False
     agent = PPO.load(os.path.join(args.out, "ppo.zip"), env=eval_env, device="cpu")
@@ -137,8 +154,10 @@ def main() -> None:
         if done[0]:
             total.append(episode_return)
             episode_return, done_episodes = 0.0, done_episodes + 1
-    print(f"frozen evaluation over {episodes} episodes: mean return {np.mean(total):.3f} "
-          f"(oracle about 1.43, random about 0.0)")
+    print(
+        f"frozen evaluation over {episodes} episodes: mean return {np.mean(total):.3f} "
+        f"(oracle about 1.43, random about 0.0)"
+    )
     eval_env.close()
 
 

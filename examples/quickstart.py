@@ -28,13 +28,13 @@ import torch
 
 
 def part1_stream(steps: int, out: Path, seed: int):
-    from vase_rl import VASE, VASEConfig
     from vase_rl.envs import make_stream
+
+    from vase_rl import VASE, VASEConfig
     from vase_rl.evaluation import boundary_scores, domain_agreement, reidentification
 
     print(f"\n[1/2] VASE on a shifting stream: moving_shapes -> digits -> moving_shapes ({steps} updates each)")
-    stream = make_stream(["moving_shapes", "digits", "moving_shapes"], batch_size=64, seed=seed,
-                         steps_per_domain=steps)
+    stream = make_stream(["moving_shapes", "digits", "moving_shapes"], batch_size=64, seed=seed, steps_per_domain=steps)
     learner = VASE(VASEConfig.preset("cpu32"), seed=seed, device="cpu")
     true, pred = [], []
 
@@ -46,16 +46,22 @@ def part1_stream(steps: int, out: Path, seed: int):
         true.append(item.domain)
         record(learner.update(item.images))
         if item.step % max(1, steps // 4) == 0:
-            print(f"  update {item.step:5d}  true={item.domain_name:14s} inferred domain={pred[-1]}  "
-                  f"domains={learner.num_domains}  active latents={int(learner.latent_mask.sum())}")
+            print(
+                f"  update {item.step:5d}  true={item.domain_name:14s} inferred domain={pred[-1]}  "
+                f"domains={learner.num_domains}  active latents={int(learner.latent_mask.sum())}"
+            )
     seconds = time.perf_counter() - t0
     bounds = boundary_scores(np.array(pred), np.array(true), tolerance=10)
     agree = domain_agreement(np.array(pred), np.array(true))
     reid = reidentification(np.array(pred), np.array(true))
     summary = {
-        "updates": len(true), "seconds": round(seconds, 1), "domains_allocated": learner.num_domains,
-        "boundary_f1": bounds["f1"], "mean_detection_delay": bounds["mean_delay"],
-        "adjusted_rand_index": agree["ari"], "reidentification_rate": reid["rate"],
+        "updates": len(true),
+        "seconds": round(seconds, 1),
+        "domains_allocated": learner.num_domains,
+        "boundary_f1": bounds["f1"],
+        "mean_detection_delay": bounds["mean_delay"],
+        "adjusted_rand_index": agree["ari"],
+        "reidentification_rate": reid["rate"],
     }
     print("  " + json.dumps(summary))
     learner.save(out / "vase_stream.pt")
@@ -81,7 +87,8 @@ def _figure(learner, stream, path: Path) -> None:
             axes[2 * r, c].imshow(images[c, ..., 0], cmap="gray", vmin=0, vmax=255)
             axes[2 * r + 1, c].imshow(recon[c, 0], cmap="gray", vmin=0, vmax=1)
             for ax in (axes[2 * r, c], axes[2 * r + 1, c]):
-                ax.set_xticks([]); ax.set_yticks([])
+                ax.set_xticks([])
+                ax.set_yticks([])
         axes[2 * r, 0].set_ylabel(name, fontsize=7)
         axes[2 * r + 1, 0].set_ylabel(f"recon (dom {domain})", fontsize=7)
     fig.suptitle("inputs and VASE reconstructions per domain")
@@ -94,10 +101,9 @@ def _figure(learner, stream, path: Path) -> None:
 def part2_ppo(learner, timesteps: int, out: Path, seed: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-
-    from vase_rl import VASE, VASEConfig
     from vase_rl.agents import VASECallback
     from vase_rl.envs import evaluate_policy_returns
+
     from vase_rl.wrappers import VecVASE
 
     print(f"\n[2/2] PPO on VASE latents for vase_rl/SpriteTask-v0 ({timesteps} env steps, VASE keeps learning)")
@@ -115,10 +121,16 @@ def part2_ppo(learner, timesteps: int, out: Path, seed: int) -> dict:
     reference = gym.make("vase_rl/SpriteTask-v0")
     random_return = evaluate_policy_returns(reference, "random", episodes=50, seed=seed)["mean_return"]
     oracle_return = evaluate_policy_returns(reference, "oracle", episodes=50, seed=seed)["mean_return"]
-    summary = {"timesteps": timesteps, "seconds": round(seconds, 1), "steps_per_second": round(timesteps / seconds),
-               "recent_mean_return": float(np.mean(returns)) if returns else None,
-               "random_return": random_return, "oracle_return": oracle_return,
-               "vase_domains": env.learner.num_domains, "vase_updates": env.learner.num_updates}
+    summary = {
+        "timesteps": timesteps,
+        "seconds": round(seconds, 1),
+        "steps_per_second": round(timesteps / seconds),
+        "recent_mean_return": float(np.mean(returns)) if returns else None,
+        "random_return": random_return,
+        "oracle_return": oracle_return,
+        "vase_domains": env.learner.num_domains,
+        "vase_updates": env.learner.num_updates,
+    }
     print("  " + json.dumps(summary))
     env.close()
     return summary

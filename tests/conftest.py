@@ -21,7 +21,7 @@ def squares(rng: np.random.Generator, n: int, size: int = 16) -> np.ndarray:
     x = rng.integers(0, size - size // 3, n)
     y = rng.integers(0, size - size // 3, n)
     for i in range(n):
-        img[i, y[i]:y[i] + side[i], x[i]:x[i] + side[i]] = 255
+        img[i, y[i] : y[i] + side[i], x[i] : x[i] + side[i]] = 255
     return img
 
 
@@ -44,5 +44,13 @@ def rng() -> np.random.Generator:
 def tiny_config():
     from vase_rl import VASEConfig
 
-    return VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.25, latent_dim=8, batch_size=16,
-                             snapshot_every=20, used_refresh_every=20, domain_warmup=10)
+    return VASEConfig.preset(
+        "cpu32",
+        image_shape=(1, 16, 16),
+        width=0.25,
+        latent_dim=8,
+        batch_size=16,
+        snapshot_every=20,
+        used_refresh_every=20,
+        domain_warmup=10,
+    )

@@ -14,9 +14,9 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from vase_rl.agents import VASECallback, VASEFeaturesExtractor, ppo_on_latents
 
 from vase_rl import VASE, VASEConfig
-from vase_rl.agents import VASECallback, VASEFeaturesExtractor, ppo_on_latents
 from vase_rl.wrappers import VASEWrapper, VecVASE, unwrap_vase
 
 CFG = VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.25, latent_dim=8)
@@ -24,8 +24,9 @@ SMALL = dict(batch_size=8, train_every=2)
 
 
 def sprite_venv(n=2, image_size=32):
-    return DummyVecEnv([lambda: gym.make("vase_rl/SpriteTask-v0", image_size=image_size, max_steps=10)
-                        for _ in range(n)])
+    return DummyVecEnv(
+        [lambda: gym.make("vase_rl/SpriteTask-v0", image_size=image_size, max_steps=10) for _ in range(n)]
+    )
 
 
 def read_progress(folder):
@@ -45,9 +46,21 @@ def test_callback_logs_vase_scalars_through_the_sb3_logger(tmp_path):
     model.learn(192, callback=callback)
     rows = read_progress(tmp_path)
     assert len(rows) >= 2
-    for key in ("vase/loss", "vase/recon", "vase/kl", "vase/capacity", "vase/kl_minus_capacity", "vase/domain",
-                "vase/num_domains", "vase/active_latents", "vase/used_latents", "vase/events_new",
-                "vase/events_switch", "vase/num_updates", "vase/frames_seen"):
+    for key in (
+        "vase/loss",
+        "vase/recon",
+        "vase/kl",
+        "vase/capacity",
+        "vase/kl_minus_capacity",
+        "vase/domain",
+        "vase/num_domains",
+        "vase/active_latents",
+        "vase/used_latents",
+        "vase/events_new",
+        "vase/events_switch",
+        "vase/num_updates",
+        "vase/frames_seen",
+    ):
         assert key in rows[-1], key
     last = rows[-1]
     assert float(last["vase/num_updates"]) == venv.learner.num_updates > 0
@@ -58,8 +71,9 @@ def test_callback_logs_vase_scalars_through_the_sb3_logger(tmp_path):
 
 def test_callback_finds_per_env_wrappers_and_saves_checkpoints(tmp_path):
     learner = VASE(CFG, seed=0, device="cpu")
-    venv = DummyVecEnv([lambda: VASEWrapper(gym.make("vase_rl/SpriteTask-v0"), learner=learner, **SMALL)
-                        for _ in range(2)])
+    venv = DummyVecEnv(
+        [lambda: VASEWrapper(gym.make("vase_rl/SpriteTask-v0"), learner=learner, **SMALL) for _ in range(2)]
+    )
     model = small_ppo(venv)
     model.set_logger(configure(str(tmp_path / "log"), ["csv"]))
     callback = VASECallback(save_freq=32, save_path=str(tmp_path / "ckpt"), name_prefix="run", save_model=True)
@@ -95,10 +109,12 @@ def test_features_extractor_is_frozen_and_matches_the_learner(tmp_path):
     for _ in range(3):
         learner.update(frames[:, ::2, ::2])
     path = learner.save(tmp_path / "vase.pt")
-    kwargs = dict(features_extractor_class=VASEFeaturesExtractor,
-                  features_extractor_kwargs=dict(learner_path=str(path)))
-    model = PPO("CnnPolicy", sprite_venv(), policy_kwargs=kwargs, n_steps=32, batch_size=32, n_epochs=2,
-                seed=0, device="cpu")
+    kwargs = dict(
+        features_extractor_class=VASEFeaturesExtractor, features_extractor_kwargs=dict(learner_path=str(path))
+    )
+    model = PPO(
+        "CnnPolicy", sprite_venv(), policy_kwargs=kwargs, n_steps=32, batch_size=32, n_epochs=2, seed=0, device="cpu"
+    )
     extractor = model.policy.features_extractor
     assert isinstance(extractor, VASEFeaturesExtractor) and extractor.features_dim == 8
     before = [p.detach().clone() for p in extractor.encoder.parameters()]
@@ -128,9 +144,16 @@ def test_features_extractor_can_append_the_domain(tmp_path):
 
 
 def test_ppo_on_latents_builds_a_working_agent_in_one_call():
-    model = ppo_on_latents("vase_rl/SpriteTask-v0", n_envs=2, config=CFG, seed=0, device="cpu",
-                           env_kwargs=dict(image_size=32), vase_kwargs=SMALL,
-                           ppo_kwargs=dict(n_steps=32, batch_size=32, n_epochs=1))
+    model = ppo_on_latents(
+        "vase_rl/SpriteTask-v0",
+        n_envs=2,
+        config=CFG,
+        seed=0,
+        device="cpu",
+        env_kwargs=dict(image_size=32),
+        vase_kwargs=SMALL,
+        ppo_kwargs=dict(n_steps=32, batch_size=32, n_epochs=1),
+    )
     env = model.get_env()
     assert isinstance(env, VecNormalize) and not env.norm_reward  # latents normalised by default
     vase = unwrap_vase(env)

@@ -11,12 +11,43 @@ import torch
 
 from vase_rl.cli import build_parser, main
 
-TINY_SETS = ["--set", "latent_dim=4", "--set", "width=0.25", "--set", "batch_size=8", "--set", "domain_warmup=5",
-             "--set", "patience=1", "--set", "snapshot_every=5", "--set", "used_refresh_every=5",
-             "--set", "used_estimation_steps=5", "--set", "capacity_increment=0.02", "--set", "capacity_max=5.0",
-             "--image-size", "16"]
-TINY_RUN = ["--sequence", "moving_shapes,digits", "--steps-per-domain", "6", "--eval-every", "3",
-            "--eval-size", "16", "--refit-steps", "3", "--no-disentanglement"]
+TINY_SETS = [
+    "--set",
+    "latent_dim=4",
+    "--set",
+    "width=0.25",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "domain_warmup=5",
+    "--set",
+    "patience=1",
+    "--set",
+    "snapshot_every=5",
+    "--set",
+    "used_refresh_every=5",
+    "--set",
+    "used_estimation_steps=5",
+    "--set",
+    "capacity_increment=0.02",
+    "--set",
+    "capacity_max=5.0",
+    "--image-size",
+    "16",
+]
+TINY_RUN = [
+    "--sequence",
+    "moving_shapes,digits",
+    "--steps-per-domain",
+    "6",
+    "--eval-every",
+    "3",
+    "--eval-size",
+    "16",
+    "--refit-steps",
+    "3",
+    "--no-disentanglement",
+]
 COMMANDS = ("train", "evaluate", "ablate", "plot", "bench")
 
 
@@ -49,8 +80,8 @@ def test_subcommand_help_is_complete(cmd, capsys):
         main([cmd, "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    sub = build_parser()._subparsers._group_actions[0].choices[cmd]  # noqa: SLF001
-    for action in sub._actions:  # noqa: SLF001
+    sub = build_parser()._subparsers._group_actions[0].choices[cmd]
+    for action in sub._actions:
         for opt in action.option_strings:
             assert opt in text
         if action.option_strings and action.dest != "help":
@@ -62,23 +93,26 @@ def test_no_command_prints_help(capsys):
     assert "COMMAND" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train"], "--out"),
-    (["train", "--out", "x", "--steps-per-domain", "0"], "positive integer"),
-    (["train", "--out", "x", "--preset", "nope"], "unknown preset"),
-    (["train", "--out", "x", "--set", "widht=0.5"], "did you mean 'width'"),
-    (["train", "--out", "x", "--set", "novalue"], "FIELD=VALUE"),
-    (["train", "--out", "x", "--sequence", "moving_shapes,blobs"], "unknown domain"),
-    (["train", "--out", "x", "--sequence", "digits:zero"], "--sequence"),
-    (["train", "--out", "x", "--preset", "cpu32", "--config", "c.json"], "not both"),
-    (["train", "--out", "x", "--config", "missing.json"], "no such file"),
-    (["ablate", "--out", "x", "--seeds", "a,b"], "integers"),
-    (["ablate", "--out", "x", "--variants", "SDA,XYZ", "--quick"], "unknown variant"),
-    (["evaluate"], "RUN"),
-    (["evaluate", "no/such/run"], "no run folder"),
-    (["plot", "no/such/dir"], "no such folder"),
-    (["bench", "--script", "no/such/bench.py"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train"], "--out"),
+        (["train", "--out", "x", "--steps-per-domain", "0"], "positive integer"),
+        (["train", "--out", "x", "--preset", "nope"], "unknown preset"),
+        (["train", "--out", "x", "--set", "widht=0.5"], "did you mean 'width'"),
+        (["train", "--out", "x", "--set", "novalue"], "FIELD=VALUE"),
+        (["train", "--out", "x", "--sequence", "moving_shapes,blobs"], "unknown domain"),
+        (["train", "--out", "x", "--sequence", "digits:zero"], "--sequence"),
+        (["train", "--out", "x", "--preset", "cpu32", "--config", "c.json"], "not both"),
+        (["train", "--out", "x", "--config", "missing.json"], "no such file"),
+        (["ablate", "--out", "x", "--seeds", "a,b"], "integers"),
+        (["ablate", "--out", "x", "--variants", "SDA,XYZ", "--quick"], "unknown variant"),
+        (["evaluate"], "RUN"),
+        (["evaluate", "no/such/run"], "no run folder"),
+        (["plot", "no/such/dir"], "no such folder"),
+        (["bench", "--script", "no/such/bench.py"], "no such file"),
+    ],
+)
 def test_bad_arguments_give_clear_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
@@ -91,8 +125,16 @@ def test_bad_arguments_give_clear_errors(argv, message, capsys, tmp_path, monkey
 
 
 def test_train_writes_run_and_summary(run_dir, capsys):
-    for name in ("experiment.json", "config.json", "history.json", "probes.json", "domain_log.json",
-                 "results.json", "vase.pt", "checkpoint.pt"):
+    for name in (
+        "experiment.json",
+        "config.json",
+        "history.json",
+        "probes.json",
+        "domain_log.json",
+        "results.json",
+        "vase.pt",
+        "checkpoint.pt",
+    ):
         assert (run_dir / name).is_file(), name
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["latent_dim"] == 4 and cfg["image_shape"] == [1, 16, 16] and cfg["preset_name"] == "cpu32"
@@ -104,8 +146,23 @@ def test_train_writes_run_and_summary(run_dir, capsys):
 
 def test_train_from_config_file(tmp_path, run_dir):
     out = tmp_path / "again"
-    assert main(["train", "--out", str(out), "--no-progress", "--config", str(run_dir / "config.json"),
-                 *TINY_RUN, "--steps-per-domain", "3", "--no-refit"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--config",
+                str(run_dir / "config.json"),
+                *TINY_RUN,
+                "--steps-per-domain",
+                "3",
+                "--no-refit",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["num_steps"] == 6 and "refit_forgetting" not in res["object_id"]
 
@@ -119,8 +176,25 @@ def test_evaluate_run_and_checkpoint(run_dir, tmp_path, capsys):
     assert main(["evaluate", str(run_dir), "--json", str(tmp_path / "e.json")]) == 0
     assert "object id:" in capsys.readouterr().out
     assert json.loads((tmp_path / "e.json").read_text())["num_steps"] == 12
-    assert main(["evaluate", "--checkpoint", str(run_dir / "vase.pt"), "--sequence", "moving_shapes",
-                 "--eval-size", "32", "--probes", "--refit-steps", "3", "--json", str(tmp_path / "c.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run_dir / "vase.pt"),
+                "--sequence",
+                "moving_shapes",
+                "--eval-size",
+                "32",
+                "--probes",
+                "--refit-steps",
+                "3",
+                "--json",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "moving_shapes: assigned domain" in out and "object-id accuracy" in out
     c = json.loads((tmp_path / "c.json").read_text())
@@ -135,8 +209,24 @@ def test_evaluate_unfinished_run_says_how_to_finish(tmp_path, capsys):
 
 def test_ablate_tiny(tmp_path, capsys):
     out = tmp_path / "abl"
-    assert main(["ablate", "--out", str(out), "--variants", "SDA,-", "--seeds", "0", *TINY_SETS, *TINY_RUN,
-                 "--steps-per-domain", "4"]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                "--out",
+                str(out),
+                "--variants",
+                "SDA,-",
+                "--seeds",
+                "0",
+                *TINY_SETS,
+                *TINY_RUN,
+                "--steps-per-domain",
+                "4",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| VASE (SDA) |" in text and "| CCI-VAE (-) |" in text
     summary = json.loads((out / "ablation.json").read_text())
@@ -153,14 +243,25 @@ def test_ablate_quick_reports_every_column(tmp_path, capsys):
     summary = json.loads((out / "ablation.json").read_text())
     assert len(summary["variants"]) == 10
     for v in summary["variants"]:
-        for metric in ("object_id_best", "object_id_change", "position_best", "position_change", "refit_change",
-                       "boundary_f1", "latents_in_use"):
+        for metric in (
+            "object_id_best",
+            "object_id_change",
+            "position_best",
+            "position_change",
+            "refit_change",
+            "boundary_f1",
+            "latents_in_use",
+        ):
             assert v["metrics"][metric]["mean"] is not None, (v["variant"], metric)
 
 
 def test_plot_run(run_dir, tmp_path, capsys):
-    assert main(["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--figures", "probes,atypicality",
-                 "--prefix", "x_"]) == 0
+    assert (
+        main(
+            ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--figures", "probes,atypicality", "--prefix", "x_"]
+        )
+        == 0
+    )
     assert (tmp_path / "figs" / "x_probes.png").stat().st_size > 1000
     assert (tmp_path / "figs" / "x_atypicality.png").stat().st_size > 1000
     assert not (tmp_path / "figs" / "x_traversals.png").exists()

@@ -36,8 +36,14 @@ def test_no_reference_means_no_loss_rejection():
 
 
 def _memory(**kw):
-    m = DomainMemory(max_domains=kw.pop("max_domains", 3), kappa=1.5, patience=kw.pop("patience", 1),
-                     warmup=kw.pop("warmup", 0), momentum=0.5, log_stay_every=1)
+    m = DomainMemory(
+        max_domains=kw.pop("max_domains", 3),
+        kappa=1.5,
+        patience=kw.pop("patience", 1),
+        warmup=kw.pop("warmup", 0),
+        momentum=0.5,
+        log_stay_every=1,
+    )
     m.allocate([T, T], step=0)
     m.record_update(0, 100.0, [T, T], step=0, update_reference=True)
     return m

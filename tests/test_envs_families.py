@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 import vase_rl.envs as E
 from vase_rl.envs.families import CLASS, HUE, ROTATION, SCALE, STYLE, X, Y
 
@@ -96,8 +95,13 @@ def test_label_balance(name):
 
 @pytest.mark.parametrize(
     "variant,channels",
-    [({}, 1), ({}, 3), ({"background": "texture"}, 1), ({"noise": 0.2, "background": "noise"}, 1),
-     ({"colour": "random"}, 3)],
+    [
+        ({}, 1),
+        ({}, 3),
+        ({"background": "texture"}, 1),
+        ({"noise": 0.2, "background": "noise"}, 1),
+        ({"colour": "random"}, 3),
+    ],
 )
 def test_inverted_is_255_minus_original(variant, channels):
     plain = E.make_family("moving_letters", channels=channels, **variant)
@@ -187,8 +191,18 @@ def test_disentanglement_lib_aliases():
 
 
 def test_domain_names():
-    for name in ["shapes", "moving_shapes", "digits", "moving_digits", "letters", "moving_letters",
-                 "garments", "moving_garments", "inverted_digits", "inverted_moving_shapes"]:
+    for name in [
+        "shapes",
+        "moving_shapes",
+        "digits",
+        "moving_digits",
+        "letters",
+        "moving_letters",
+        "garments",
+        "moving_garments",
+        "inverted_digits",
+        "inverted_moving_shapes",
+    ]:
         assert name in E.DOMAIN_NAMES
     assert set(E.DOMAIN_NAMES) <= set(E.list_domains())
     for name in E.DOMAIN_NAMES:

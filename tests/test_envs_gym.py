@@ -5,14 +5,15 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import vase_rl.envs as E
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import vase_rl  # noqa: F401  (registers the ids)
-import vase_rl.envs as E
 
 OUR_IDS = sorted(
-    env_id for env_id, spec in gym.registry.items()
+    env_id
+    for env_id, spec in gym.registry.items()
     if env_id.startswith("vase_rl/") and str(spec.entry_point).startswith("vase_rl.envs")
 )
 
@@ -33,7 +34,9 @@ def test_checkers_pass(env_id):
         gym_check_env(gym.make(env_id, image_size=64, channels=3).unwrapped)
 
 
-@pytest.mark.parametrize("env_id", ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DomainSequence-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DomainSequence-v0"]
+)
 @pytest.mark.parametrize("size,channels", [(32, 1), (64, 1), (64, 3)])
 def test_observation_format(env_id, size, channels):
     env = gym.make(env_id, image_size=size, channels=channels)
@@ -56,7 +59,9 @@ def _rollout(env, seed, actions):
     return out
 
 
-@pytest.mark.parametrize("env_id", ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DomainSequence-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DomainSequence-v0"]
+)
 def test_reset_seed_reproduces_episodes(env_id):
     kwargs = {"switch_every": 2} if "Sequence" in env_id else {}
     env_a, env_b = gym.make(env_id, **kwargs), gym.make(env_id, **kwargs)
@@ -116,7 +121,10 @@ def test_action_scale_in_pixels():
     assert abs(shift - env.action_scale_pixels) <= 1.0
 
 
-@pytest.mark.parametrize("env_id", ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DigitTask-v0", "vase_rl/DomainSequence-v0"])
+@pytest.mark.parametrize(
+    "env_id",
+    ["vase_rl/SpriteTask-v0", "vase_rl/SpriteTaskContinuous-v0", "vase_rl/DigitTask-v0", "vase_rl/DomainSequence-v0"],
+)
 def test_oracle_beats_random_by_a_wide_margin(env_id):
     oracle = E.evaluate_policy_returns(env_id, "oracle", episodes=40, seed=0)
     random = E.evaluate_policy_returns(env_id, "random", episodes=40, seed=0)
@@ -127,6 +135,7 @@ def test_oracle_beats_random_by_a_wide_margin(env_id):
 
 def test_reward_needs_identity():
     """Ignoring the sprite's class (always heading for goal 0) fails for most classes."""
+
     def class_blind(obs, env):
         base = env.unwrapped
         d = E.goal_layout(base.family.num_classes)[0][0] - base.position
@@ -155,8 +164,9 @@ def test_oracle_helpers_and_render():
 
 
 def test_domain_sequence_episode_schedule_with_returns():
-    env = gym.make("vase_rl/DomainSequence-v0", domains=["moving_shapes", "moving_digits", "moving_shapes"],
-                   switch_every=2)
+    env = gym.make(
+        "vase_rl/DomainSequence-v0", domains=["moving_shapes", "moving_digits", "moving_shapes"], switch_every=2
+    )
     names, ids = [], []
     for ep in range(8):
         _, info = env.reset(seed=0 if ep == 0 else None)
@@ -172,11 +182,16 @@ def test_domain_sequence_episode_schedule_with_returns():
 
 
 def test_domain_sequence_step_schedule_switches_mid_episode():
-    env = gym.make("vase_rl/DomainSequence-v0", domains=["moving_shapes", "moving_letters"], switch_every=5,
-                   switch_unit="steps", max_steps=200)
+    env = gym.make(
+        "vase_rl/DomainSequence-v0",
+        domains=["moving_shapes", "moving_letters"],
+        switch_every=5,
+        switch_unit="steps",
+        max_steps=200,
+    )
     env.reset(seed=0)
     seen = []
-    for t in range(1, 16):
+    for _t in range(1, 16):
         obs, _, term, trunc, info = env.step(0)  # stay: the episode continues
         seen.append(info["domain"])
         assert not term
@@ -185,8 +200,12 @@ def test_domain_sequence_step_schedule_switches_mid_episode():
 
 def test_domain_sequence_random_order():
     def blocks(seed):
-        env = gym.make("vase_rl/DomainSequence-v0", domains=["moving_shapes", "moving_digits", "moving_letters"],
-                       switch_every=1, order="random")
+        env = gym.make(
+            "vase_rl/DomainSequence-v0",
+            domains=["moving_shapes", "moving_digits", "moving_letters"],
+            switch_every=1,
+            order="random",
+        )
         out = [env.reset(seed=seed)[1]["domain"]]
         out += [env.reset()[1]["domain"] for _ in range(30)]
         return out

@@ -6,9 +6,8 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-
 import vase_rl.envs as E
+from gymnasium.utils.env_checker import check_env
 
 
 def _tiny_mnist(n=40, size=28, seed=0):
@@ -87,8 +86,9 @@ def test_find_idx_files(mnist_dir):
 
 
 def test_idx_family_static_and_moving(mnist_dir):
-    fam = E.IDXFamily.from_files(mnist_dir / "train-images-idx3-ubyte.gz", mnist_dir / "train-labels-idx1-ubyte.gz",
-                                 image_size=32, name="tiny")
+    fam = E.IDXFamily.from_files(
+        mnist_dir / "train-images-idx3-ubyte.gz", mnist_dir / "train-labels-idx1-ubyte.gz", image_size=32, name="tiny"
+    )
     assert fam.num_classes == 10 and fam.factor_names[0] == "class"
     img, f = fam.sample(200, np.random.default_rng(0))
     assert img.shape == (200, 32, 32, 1) and img.dtype == np.uint8
@@ -97,8 +97,13 @@ def test_idx_family_static_and_moving(mnist_dir):
     # the bar of class k sits at the row 2 + 2k (scaled 28 -> 32): the label matches the pixels
     rows = img[..., 0].mean(axis=2).argmax(axis=1)
     assert np.corrcoef(rows, labels)[0, 1] > 0.99
-    moving = E.IDXFamily.from_files(mnist_dir / "train-images-idx3-ubyte.gz", mnist_dir / "train-labels-idx1-ubyte.gz",
-                                    image_size=32, moving=True, inverted=True)
+    moving = E.IDXFamily.from_files(
+        mnist_dir / "train-images-idx3-ubyte.gz",
+        mnist_dir / "train-labels-idx1-ubyte.gz",
+        image_size=32,
+        moving=True,
+        inverted=True,
+    )
     img, f = moving.sample(100, 1)
     assert f[:, 4].min() < 0.2 and f[:, 4].max() > 0.8
     plain = E.IDXFamily.from_files(mnist_dir / "train-images-idx3-ubyte.gz", image_size=32, moving=True)

@@ -213,8 +213,9 @@ def test_dci_accepts_float_valued_discrete_factors():
     rng = np.random.default_rng(0)
     pos = rng.integers(0, 8, 400) / 7.0 * 0.6 + 0.2
     shape = rng.integers(0, 3, 400).astype(float)
-    latents = np.stack([pos + 0.01 * rng.normal(size=400), shape + 0.01 * rng.normal(size=400),
-                        rng.normal(size=400)], 1)
+    latents = np.stack(
+        [pos + 0.01 * rng.normal(size=400), shape + 0.01 * rng.normal(size=400), rng.normal(size=400)], 1
+    )
     out = dci_scores(latents, np.stack([pos, shape], 1))
     assert out["informativeness"] > 0.9
     assert out["disentanglement"] > 0.8

@@ -40,8 +40,13 @@ def test_masks_only_and_array_input():
 def test_text_and_rows():
     t = latent_usage_table(MASKS, USED)
     rows = t.rows()
-    assert rows[2] == {"latent": 2, "moving_fashion": "unused", "mnist": "added", "moving_mnist": "frozen",
-                       "overall": "specific"}
+    assert rows[2] == {
+        "latent": 2,
+        "moving_fashion": "unused",
+        "mnist": "added",
+        "moving_mnist": "frozen",
+        "overall": "specific",
+    }
     text = t.to_text()
     assert "domain mnist" in text and text.splitlines()[-1] == "5 of 6 latents in use"
 

@@ -7,7 +7,6 @@ import torch
 from vase_rl.evaluation import LatentProbe, ProbeTracker, Segment, chaudhry_forgetting
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """Tiny MLPs gain nothing from intra-op threads; one thread avoids contention stalls."""

@@ -26,9 +26,19 @@ from vase_rl.evaluation.experiment import (
     to_jsonable,
 )
 
-TINY = dict(image_shape=(1, 16, 16), latent_dim=4, width=0.25, batch_size=8, domain_warmup=5, patience=1,
-            snapshot_every=5, used_refresh_every=5, used_estimation_steps=5, capacity_max=5.0,
-            capacity_increment=1 / 50)
+TINY = dict(
+    image_shape=(1, 16, 16),
+    latent_dim=4,
+    width=0.25,
+    batch_size=8,
+    domain_warmup=5,
+    patience=1,
+    snapshot_every=5,
+    used_refresh_every=5,
+    used_estimation_steps=5,
+    capacity_max=5.0,
+    capacity_increment=1 / 50,
+)
 RUN = dict(eval_every=5, eval_size=16, refit_steps=5, refit_size=16, probe_batch_size=8, disentanglement=False)
 SEQ = "moving_shapes,digits"
 
@@ -98,12 +108,13 @@ def test_other_experiment_in_same_folder_is_refused(finished):
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, finished):
     _, full = finished
     stop_at = 13  # mid-way through the second domain, between checkpoints
-    part = run_experiment(tiny(), SEQ, 10, 0, tmp_path, checkpoint_every=4,
-                          step_callback=lambda t, s: t + 1 < stop_at, **RUN)
+    part = run_experiment(
+        tiny(), SEQ, 10, 0, tmp_path, checkpoint_every=4, step_callback=lambda t, s: t + 1 < stop_at, **RUN
+    )
     assert part == {"stopped_at": stop_at}
     assert not (tmp_path / RUN_FILES["results"]).exists()
     res = run_experiment(tiny(), SEQ, 10, 0, tmp_path, checkpoint_every=4, **RUN)
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_time_s", "experiment")}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_time_s", "experiment")}
     assert strip(res) == strip(full)
 
 
@@ -127,7 +138,7 @@ def test_probe_latents_follow_the_switches():
     before = learner.num_updates
     learner2 = VASE(tiny(), seed=0, device="cpu")
     learner2.update(x)
-    learner2._mask[:] = False  # noqa: SLF001 - a learner whose mask is all off
+    learner2._mask[:] = False
     learner2.memory.records[0].latent_mask = [False] * 4
     z2, _ = probe_latents(learner2, x)
     assert np.all(z2 == 0)
@@ -165,11 +176,17 @@ def test_variants_and_configs():
 
 def test_summary_statistics_and_table():
     def res(change, f1):
-        return {"object_id": {"best": 0.9, "change": change},
-                "domain_inference": {"boundary": {"f1": f1}, "reidentification": {"rate": 1.0}}}
+        return {
+            "object_id": {"best": 0.9, "change": change},
+            "domain_inference": {"boundary": {"f1": f1}, "reidentification": {"rate": 1.0}},
+        }
 
-    results = {("SDA", 0): res(-0.02, 1.0), ("SDA", 1): res(-0.04, 0.5), ("-", 0): res(-0.10, 0.0),
-               ("-", 1): res(-0.12, 0.0)}
+    results = {
+        ("SDA", 0): res(-0.02, 1.0),
+        ("SDA", 1): res(-0.04, 0.5),
+        ("-", 0): res(-0.10, 0.0),
+        ("-", 1): res(-0.12, 0.0),
+    }
     s = summarise_ablation(results, ["SDA", "-"], [0, 1])
     m = s["variants"][0]["metrics"]["object_id_change"]
     assert m["mean"] == pytest.approx(-0.03) and m["std"] == pytest.approx(np.std([-0.02, -0.04], ddof=1))

@@ -47,9 +47,13 @@ class CentroidEncoder(nn.Module):
 def stub_learner(latent_dim: int = 4, mask=None, max_shift: float = 0.5, seed: int = 0, **cfg):
     config = VASEConfig.preset("cpu32", latent_dim=latent_dim, imagination=True, imagination_max_shift=max_shift, **cfg)
     learner = types.SimpleNamespace(
-        config=config, device=torch.device("cpu"), seed=seed, encoder=CentroidEncoder(latent_dim),
+        config=config,
+        device=torch.device("cpu"),
+        seed=seed,
+        encoder=CentroidEncoder(latent_dim),
         generator=torch.Generator().manual_seed(seed),
-        latent_mask=np.ones(latent_dim, bool) if mask is None else np.asarray(mask, bool))
+        latent_mask=np.ones(latent_dim, bool) if mask is None else np.asarray(mask, bool),
+    )
     learner.imagination = Imagination(config, learner)
     return learner
 
@@ -245,8 +249,13 @@ def test_learner_appends_imagined_images_and_logs(tiny_config, rng, monkeypatch)
     history = [learner.update(b) for b in _batches(rng, 4)]
     assert seen == [8, 8, 8]  # from the second update on (a domain exists), 0.5 x 16 images
     assert [("imagination_loss" in h) for h in history] == [False, True, False, True]
-    assert {"imagination_loss", "imagination_error", "imagination_error_identity", "imagination_shift",
-            "imagination_scored_latents"} <= set(history[1])
+    assert {
+        "imagination_loss",
+        "imagination_error",
+        "imagination_error_identity",
+        "imagination_shift",
+        "imagination_scored_latents",
+    } <= set(history[1])
     assert learner.imagination.num_updates == 2 and learner.imagination.num_imagined == 24
 
 
@@ -258,7 +267,7 @@ def test_imagined_images_are_translations_of_the_input(tiny_config, rng):
     with torch.no_grad():
         shift = learner.imagination.policy.shift_pixels(x, z)
     out = learner.imagination.imagine(x, z)
-    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert torch.allclose(out, translate_images(x, shift).clamp(0, 1))
     assert (shift.abs() <= 0.25 * 16 + 1e-5).all()
 
@@ -346,7 +355,8 @@ def test_explorer_realises_imagined_positions_in_the_sprite_env():
         z_star = explorer.imagine_goal(obs, [0, 1], goal_rng, scale=0.7)  # keep goals on the screen
         res = explorer.realise(env, z_star, obs=obs, steps=6)
         assert len(res["errors"]) == 7 and len(res["positions"]) == 6
-        start.append(res["initial_error"]); final.append(res["final_error"])
+        start.append(res["initial_error"])
+        final.append(res["final_error"])
         obs, _ = env.reset(seed=ep)
         for _ in range(6):
             obs, *_ = env.step(goal_rng.uniform(-1, 1, 2).astype(np.float32))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import rings, squares
+
 from vase_rl import VASE, VASEConfig
 from vase_rl.objectives import gaussian_kl_to_standard
 

@@ -50,6 +50,8 @@ def test_used_latent_estimation_flags_an_ignored_latent():
     def nll(zz):
         return torch.nn.functional.binary_cross_entropy_with_logits(decode(zz), target, reduction="none").sum(1)
 
-    used, sigma = estimate_used_latents(nll, z, steps=60, lr=0.1, threshold=1.0, generator=torch.Generator().manual_seed(0))
+    used, sigma = estimate_used_latents(
+        nll, z, steps=60, lr=0.1, threshold=1.0, generator=torch.Generator().manual_seed(0)
+    )
     assert used.tolist() == [True, True, False, True]
     assert sigma[2] > 5 * sigma[[0, 1, 3]].max()

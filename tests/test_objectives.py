@@ -21,7 +21,7 @@ def test_gaussian_kl_matches_torch_distributions():
 def test_gaussian_kl_hand_values():
     # KL(N(1, 1) || N(0, 1)) = 0.5 ; KL(N(0, e^2) || N(0,1)) = 0.5 (e^2 - 1 - 2)
     out = O.gaussian_kl_to_standard(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))
-    torch.testing.assert_close(out, torch.tensor([0.5, 0.5 * (math.e ** 2 - 3.0)]))
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.5 * (math.e**2 - 3.0)]))
 
 
 def test_bernoulli_nll_matches_distribution():
@@ -56,7 +56,9 @@ def test_gaussian_fixed_std_kl():
 
 def test_wasserstein2_hand_values():
     # W2^2(N(1, 4), N(0, 1)) = 1 + (2 - 1)^2 = 2 per coordinate
-    w = O.wasserstein2_diag(torch.tensor([1.0]), torch.tensor([math.log(4.0)]), torch.tensor([0.0]), torch.tensor([0.0]))
+    w = O.wasserstein2_diag(
+        torch.tensor([1.0]), torch.tensor([math.log(4.0)]), torch.tensor([0.0]), torch.tensor([0.0])
+    )
     torch.testing.assert_close(w, torch.tensor([2.0]))
     mu, lv = torch.randn(4, 3), torch.randn(4, 3)
     assert torch.all(O.wasserstein2_diag(mu, lv, mu, lv) == 0)

@@ -40,7 +40,7 @@ def test_chw_float_and_odd_sizes_in_both_directions():
     adapter = ImageObservationAdapter(space, (3, 16, 16))
     assert adapter.layout == "chw"
     x = adapter.to_tensor(np.random.default_rng(1).random((4, 3, 21, 30), dtype=np.float32))
-    assert x.shape == (4, 3, 16, 16) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert x.shape == (4, 3, 16, 16) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     small = ImageObservationAdapter(u8_box((7, 7)), (1, 16, 16))  # 2-D grey, upsampled
     assert small.layout == "hw"
     y = small.to_tensor(np.full((1, 7, 7), 128, np.uint8))
@@ -95,15 +95,18 @@ def test_dict_space_needs_an_image_key():
         ImageObservationAdapter(u8_box((16, 16, 1)), (1, 16, 16), image_key="image")
 
 
-@pytest.mark.parametrize("space", [
-    spaces.Box(-1.0, 1.0, (4,), np.float32),  # a state vector
-    spaces.Discrete(5),
-    spaces.MultiBinary(3),
-    u8_box((16, 16, 4)),  # RGBA / stacked frames
-    u8_box((2, 16, 16, 3)),  # 4-D
-    spaces.Box(0, 1000, (16, 16), np.int32),
-    spaces.Dict({"state": spaces.Box(-1.0, 1.0, (3,), np.float32)}),
-])
+@pytest.mark.parametrize(
+    "space",
+    [
+        spaces.Box(-1.0, 1.0, (4,), np.float32),  # a state vector
+        spaces.Discrete(5),
+        spaces.MultiBinary(3),
+        u8_box((16, 16, 4)),  # RGBA / stacked frames
+        u8_box((2, 16, 16, 3)),  # 4-D
+        spaces.Box(0, 1000, (16, 16), np.int32),
+        spaces.Dict({"state": spaces.Box(-1.0, 1.0, (3,), np.float32)}),
+    ],
+)
 def test_non_image_spaces_raise_a_type_error_that_says_what_is_supported(space):
     with pytest.raises(TypeError) as info:
         ImageObservationAdapter(space, (1, 16, 16))

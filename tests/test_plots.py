@@ -23,9 +23,19 @@ from vase_rl.evaluation.plots import (
 
 mpl_image = pytest.importorskip("matplotlib.image")
 
-TINY = dict(image_shape=(1, 16, 16), latent_dim=4, width=0.25, batch_size=8, domain_warmup=5, patience=1,
-            snapshot_every=5, used_refresh_every=5, used_estimation_steps=5, capacity_max=5.0,
-            capacity_increment=1 / 50)
+TINY = dict(
+    image_shape=(1, 16, 16),
+    latent_dim=4,
+    width=0.25,
+    batch_size=8,
+    domain_warmup=5,
+    patience=1,
+    snapshot_every=5,
+    used_refresh_every=5,
+    used_estimation_steps=5,
+    capacity_max=5.0,
+    capacity_increment=1 / 50,
+)
 
 
 def _png(path) -> np.ndarray:
@@ -74,33 +84,57 @@ def test_atypicality_profile(tmp_path):
     a = np.abs(rng.normal(size=(60, 4))).tolist()
     a[0] = None  # a skipped update
     segs = [["a", 0, 30], ["b", 30, 60]]
-    _png(plot_atypicality(a, tmp_path / "a.png", threshold=0.6, low=0.48, high=0.72, segments=segs,
-                          inferred=[0] * 33 + [1] * 27, true=[0] * 30 + [1] * 30))
+    _png(
+        plot_atypicality(
+            a,
+            tmp_path / "a.png",
+            threshold=0.6,
+            low=0.48,
+            high=0.72,
+            segments=segs,
+            inferred=[0] * 33 + [1] * 27,
+            true=[0] * 30 + [1] * 30,
+        )
+    )
     _png(plot_atypicality(a, tmp_path / "b.png"))
     with pytest.raises(ValueError):
         plot_atypicality([None, None], tmp_path / "c.png")
 
 
 def test_probe_curves_and_domains(tmp_path):
-    recs = [{"step": s, "task": t, "domain": d, "metric": m, "value": v, "refit": r}
-            for s in range(0, 40, 5) for d in ("a", "b")
-            for t, m, v in (("object_id", "accuracy", 0.5 + s / 100), ("position", "mse", 0.01))
-            for r in (False,)]
+    recs = [
+        {"step": s, "task": t, "domain": d, "metric": m, "value": v, "refit": r}
+        for s in range(0, 40, 5)
+        for d in ("a", "b")
+        for t, m, v in (("object_id", "accuracy", 0.5 + s / 100), ("position", "mse", 0.01))
+        for r in (False,)
+    ]
     recs.append({"step": 39, "task": "object_id", "domain": "a", "metric": "accuracy", "value": 0.7, "refit": True})
     _png(plot_probe_curves(recs, tmp_path / "p.png", segments=[["a", 0, 20], ["b", 20, 40]], title="t"))
-    _png(plot_domain_inference([0] * 22 + [1] * 18, [0] * 20 + [1] * 20, tmp_path / "d.png",
-                               segments=[["a", 0, 20], ["b", 20, 40]]))
+    _png(
+        plot_domain_inference(
+            [0] * 22 + [1] * 18, [0] * 20 + [1] * 20, tmp_path / "d.png", segments=[["a", 0, 20], ["b", 20, 40]]
+        )
+    )
     with pytest.raises(ValueError):
         plot_probe_curves([], tmp_path / "e.png")
 
 
 def test_ablation_bars(tmp_path):
-    summary = {"variants": [
-        {"name": "VASE (SDA)", "switches": {"S": True, "D": True, "A": True},
-         "metrics": {"object_id_change": {"mean": -0.05, "std": 0.01}}},
-        {"name": "CCI-VAE (-)", "switches": {"S": False, "D": False, "A": False},
-         "metrics": {"object_id_change": {"mean": -0.15, "std": None}}},
-    ]}
+    summary = {
+        "variants": [
+            {
+                "name": "VASE (SDA)",
+                "switches": {"S": True, "D": True, "A": True},
+                "metrics": {"object_id_change": {"mean": -0.05, "std": 0.01}},
+            },
+            {
+                "name": "CCI-VAE (-)",
+                "switches": {"S": False, "D": False, "A": False},
+                "metrics": {"object_id_change": {"mean": -0.15, "std": None}},
+            },
+        ]
+    }
     _png(plot_ablation(summary, tmp_path / "ab.png", title="t"))
     with pytest.raises(ValueError):
         plot_ablation({"variants": []}, tmp_path / "none.png")
@@ -109,8 +143,19 @@ def test_ablation_bars(tmp_path):
 def test_plot_run_writes_every_figure(tmp_path):
     torch.set_num_threads(1)
     run = tmp_path / "run"
-    run_experiment(VASEConfig.preset("cpu32", **TINY), "moving_shapes,digits", 6, 0, run, eval_every=3,
-                   eval_size=16, refit_steps=3, refit_size=16, probe_batch_size=8, disentanglement=False)
+    run_experiment(
+        VASEConfig.preset("cpu32", **TINY),
+        "moving_shapes,digits",
+        6,
+        0,
+        run,
+        eval_every=3,
+        eval_size=16,
+        refit_steps=3,
+        refit_size=16,
+        probe_batch_size=8,
+        disentanglement=False,
+    )
     paths = plot_run(run)
     assert set(paths) == set(FIGURES)
     for p in paths.values():

@@ -70,9 +70,14 @@ def test_atari_sequence_under_vecvase_and_ppo():
     pytest.importorskip("ale_py")
     from vase_rl.agents.real_envs import AtariGameSequence
 
-    venv = VecVASE(DummyVecEnv([lambda: AtariGameSequence(("Pong", "Breakout"), switch_every=40,
-                                                          switch_unit="steps")] * 2),
-                   CFG, device="cpu", seed=0, batch_size=16, train_every=4)
+    venv = VecVASE(
+        DummyVecEnv([lambda: AtariGameSequence(("Pong", "Breakout"), switch_every=40, switch_unit="steps")] * 2),
+        CFG,
+        device="cpu",
+        seed=0,
+        batch_size=16,
+        train_every=4,
+    )
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(128)
     assert model.num_timesteps >= 128 and venv.learner.num_updates >= 10
@@ -84,7 +89,6 @@ def test_atari_sequence_under_vecvase_and_ppo():
 def test_minigrid_dict_observations_need_and_accept_an_image_key():
     pytest.importorskip("minigrid")
     from gymnasium.utils.env_checker import check_env
-
     from vase_rl.agents.real_envs import make_minigrid
 
     with pytest.raises(TypeError, match="image_key"):

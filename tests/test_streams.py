@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 import vase_rl.envs as E
 from vase_rl.envs.families import X, Y
 

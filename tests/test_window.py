@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import squares
+
 from vase_rl import VASE
 from vase_rl.window import FrameWindow
 

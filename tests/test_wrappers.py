@@ -59,15 +59,20 @@ class OddImageEnv(gym.Env):
     def __init__(self, shape=(210, 160, 3), max_steps=5, as_dict=False):
         image = spaces.Box(0, 255, shape, np.uint8)
         self.as_dict = as_dict
-        self.observation_space = spaces.Dict({"image": image, "step": spaces.Discrete(max_steps + 1)}) if as_dict \
-            else image
+        self.observation_space = (
+            spaces.Dict({"image": image, "step": spaces.Discrete(max_steps + 1)}) if as_dict else image
+        )
         self.action_space = spaces.Discrete(2)
         self.max_steps = max_steps
         self._t = 0
 
     def _obs(self):
-        frame = self.np_random.integers(0, 256, self.observation_space["image"].shape if self.as_dict
-                                        else self.observation_space.shape, dtype=np.uint8)
+        frame = self.np_random.integers(
+            0,
+            256,
+            self.observation_space["image"].shape if self.as_dict else self.observation_space.shape,
+            dtype=np.uint8,
+        )
         return {"image": frame, "step": self._t} if self.as_dict else frame
 
     def reset(self, *, seed=None, options=None):
@@ -92,8 +97,11 @@ class RecordTerminal(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
-        self.raw_terminal = {i: info["terminal_observation"].copy() for i, info in enumerate(infos)
-                             if dones[i] and "terminal_observation" in info}
+        self.raw_terminal = {
+            i: info["terminal_observation"].copy()
+            for i, info in enumerate(infos)
+            if dones[i] and "terminal_observation" in info
+        }
         return obs, rewards, dones, infos
 
 
@@ -115,9 +123,9 @@ def test_domain_one_hot_and_mask_can_be_appended():
     dim = CFG.latent_dim + CFG.max_domains + CFG.latent_dim
     assert env.observation_space.shape == (dim,) and env.observation_space.high[0] == 5.0
     obs, _ = env.reset(seed=0)
-    onehot = obs[8:8 + CFG.max_domains]
+    onehot = obs[8 : 8 + CFG.max_domains]
     assert onehot.sum() == 1.0 and onehot[0] == 1.0
-    np.testing.assert_array_equal(obs[8 + CFG.max_domains:], env.learner.latent_mask.astype(np.float32))
+    np.testing.assert_array_equal(obs[8 + CFG.max_domains :], env.learner.latent_mask.astype(np.float32))
 
 
 def test_update_schedule_counts_frames_and_steps():
@@ -138,8 +146,9 @@ def test_window_is_a_fifo_of_the_most_recent_frames_only():
     from vase_rl.wrappers import LatentFeed
 
     learner = VASE(CFG, seed=0, device="cpu")
-    feed = LatentFeed(spaces.Box(0, 255, (16, 16, 1), np.uint8), learner, batch_size=4, window_size=6,
-                      learning_starts=100)
+    feed = LatentFeed(
+        spaces.Box(0, 255, (16, 16, 1), np.uint8), learner, batch_size=4, window_size=6, learning_starts=100
+    )
     for i in range(5):  # batches of 2 frames with values 10*i and 10*i + 1
         frames = np.stack([np.full((16, 16, 1), 10 * i + k, np.uint8) for k in range(2)])
         feed.learn_from(feed.prepare(frames))
@@ -309,8 +318,17 @@ def test_vecvase_training_flag_freezes():
 
 
 def test_vecvase_over_subprocvecenv_trains_ppo_in_the_main_process():
-    venv = make_vase_vec_env("vase_rl/SpriteTask-v0", 2, CFG, seed=0, vec_env_cls="subproc", device="cpu",
-                             env_kwargs=dict(image_size=32), batch_size=16, train_every=4)
+    venv = make_vase_vec_env(
+        "vase_rl/SpriteTask-v0",
+        2,
+        CFG,
+        seed=0,
+        vec_env_cls="subproc",
+        device="cpu",
+        env_kwargs=dict(image_size=32),
+        batch_size=16,
+        train_every=4,
+    )
     try:
         model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
         model.learn(256)
@@ -377,8 +395,9 @@ def test_evaluation_env_shares_a_frozen_learner():
 
 
 def test_vecvase_with_a_dict_observation_space():
-    venv = VecVASE(DummyVecEnv([lambda: OddImageEnv((20, 24, 3), as_dict=True)] * 2), CFG, device="cpu",
-                   image_key="image", **SMALL)
+    venv = VecVASE(
+        DummyVecEnv([lambda: OddImageEnv((20, 24, 3), as_dict=True)] * 2), CFG, device="cpu", image_key="image", **SMALL
+    )
     obs = venv.reset()
     obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
     assert obs.shape == (2, 8)

@@ -16,7 +16,7 @@ try:  # environment registration must never make the core unusable
 except ImportError as _err:  # pragma: no cover - only when envs are broken
     import warnings
 
-    warnings.warn(f"vase_rl.envs could not be imported ({_err}); no environments registered")
+    warnings.warn(f"vase_rl.envs could not be imported ({_err}); no environments registered", stacklevel=2)
 
 # Gymnasium / SB3 wrappers (vase_rl/wrappers.py), imported on first use to keep `import vase_rl` light
 _WRAPPER_EXPORTS = ("VASEWrapper", "VecVASE", "VASEVectorWrapper", "make_vase_vec_env", "sync_vase", "unwrap_vase")

@@ -33,8 +33,10 @@ def extract_images(item: Any) -> Any:
         raise ValueError(f"stream item is a dict without an 'images' key (keys: {sorted(item)})")
     if isinstance(item, (tuple, list)) and item:
         return item[0]
-    raise TypeError(f"cannot find an image batch in a stream item of type {type(item).__name__}; yield arrays, "
-                    "(images, ...) tuples, dicts with 'images', or objects with an .images attribute")
+    raise TypeError(
+        f"cannot find an image batch in a stream item of type {type(item).__name__}; yield arrays, "
+        "(images, ...) tuples, dicts with 'images', or objects with an .images attribute"
+    )
 
 
 def as_image_batch(batch: Any, image_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -47,11 +49,15 @@ def as_image_batch(batch: Any, image_shape: tuple[int, int, int], device: torch.
     elif isinstance(batch, torch.Tensor):
         t = batch.detach()
     else:
-        raise TypeError(f"image batch must be a numpy array or torch tensor, got {type(batch).__name__}; "
-                        "convert lists with np.asarray(...)")
+        raise TypeError(
+            f"image batch must be a numpy array or torch tensor, got {type(batch).__name__}; "
+            "convert lists with np.asarray(...)"
+        )
     if t.ndim != 4:
         hint = " (a single image? add a batch dimension with x[None])" if t.ndim == 3 else ""
-        raise ValueError(f"image batch must have 4 dims, (B, C, H, W) or (B, H, W, C); got shape {tuple(t.shape)}{hint}")
+        raise ValueError(
+            f"image batch must have 4 dims, (B, C, H, W) or (B, H, W, C); got shape {tuple(t.shape)}{hint}"
+        )
     if t.shape[0] == 0:
         raise ValueError("image batch is empty (batch size 0); pass at least one image")
     shape = tuple(t.shape[1:])
@@ -84,11 +90,15 @@ def as_image_batch(batch: Any, image_shape: tuple[int, int, int], device: torch.
 
 def _shape_mismatch_message(got: tuple[int, ...], expected_chw: tuple[int, int, int]) -> str:
     c, h, w = expected_chw
-    base = (f"image batch has per-image shape {got}; this learner expects (C, H, W)={expected_chw} "
-            f"or (H, W, C)={(h, w, c)}")
+    base = (
+        f"image batch has per-image shape {got}; this learner expects (C, H, W)={expected_chw} or (H, W, C)={(h, w, c)}"
+    )
     for cand_c, cand_hw in ((got[0], got[1:]), (got[2], got[:2])):
         if tuple(cand_hw) == (h, w) and cand_c != c:
-            return (base + f": channel count {cand_c} != {c} (convert colour/grey, or build the learner "
-                           f"with image_shape=({cand_c}, {h}, {w}))")
-    return base + (": image size differs (resize with vase_rl.observations or set image_shape in the "
-                   "config to the data's size)")
+            return (
+                base + f": channel count {cand_c} != {c} (convert colour/grey, or build the learner "
+                f"with image_shape=({cand_c}, {h}, {w}))"
+            )
+    return base + (
+        ": image size differs (resize with vase_rl.observations or set image_shape in the config to the data's size)"
+    )

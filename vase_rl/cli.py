@@ -16,8 +16,9 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -91,52 +92,116 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str = "cpu32") -> None:
     g = p.add_argument_group("model configuration")
-    g.add_argument("--preset", default=None,
-                   help=f"named VASEConfig preset (default {default_preset}; see `vase-rl train --list-presets`)")
-    g.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="a VASEConfig JSON file (e.g. a run's config.json); --preset and --config exclude each other")
-    g.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field; VALUE is JSON (width=0.5, image_shape=[1,32,32], dreaming=false); "
-                        "repeatable")
-    g.add_argument("--image-size", type=_positive_int, default=None, metavar="PX",
-                   help="square image side; shorthand for --set image_shape=[C,PX,PX]")
+    g.add_argument(
+        "--preset",
+        default=None,
+        help=f"named VASEConfig preset (default {default_preset}; see `vase-rl train --list-presets`)",
+    )
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a VASEConfig JSON file (e.g. a run's config.json); --preset and --config exclude each other",
+    )
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field; VALUE is JSON (width=0.5, image_shape=[1,32,32], dreaming=false); repeatable",
+    )
+    g.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help="square image side; shorthand for --set image_shape=[C,PX,PX]",
+    )
     p.set_defaults(_default_preset=default_preset)
 
 
 def _add_run_args(p: argparse.ArgumentParser, steps_default: int) -> None:
     g = p.add_argument_group("stream and evaluation")
-    g.add_argument("--sequence", default=_DEFAULT_SEQUENCE, metavar="DOMAINS",
-                   help="comma-separated domains, each optionally NAME:STEPS, e.g. "
-                        f"'{_DEFAULT_SEQUENCE}' (default) or 'digits,garments:300,digits'")
-    g.add_argument("--steps-per-domain", type=_positive_int, default=steps_default, metavar="N",
-                   help=f"updates per domain segment without an explicit length (default {steps_default})")
-    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
-                   help="stream batch size (default: the config's batch_size)")
-    g.add_argument("--eval-every", type=_positive_int, default=25, metavar="N",
-                   help="score the probes on held-out data every N updates and at segment ends (default 25)")
-    g.add_argument("--eval-size", type=_positive_int, default=512, metavar="N",
-                   help="held-out images per domain for probe scores, MIG and DCI (default 512)")
-    g.add_argument("--probe-every", type=_positive_int, default=1, metavar="N",
-                   help="train the probes every N updates (default 1: every update, as in the paper)")
-    g.add_argument("--refit-steps", type=_positive_int, default=300, metavar="N",
-                   help="updates of the refit probe trained from scratch at every segment end (default 300)")
+    g.add_argument(
+        "--sequence",
+        default=_DEFAULT_SEQUENCE,
+        metavar="DOMAINS",
+        help="comma-separated domains, each optionally NAME:STEPS, e.g. "
+        f"'{_DEFAULT_SEQUENCE}' (default) or 'digits,garments:300,digits'",
+    )
+    g.add_argument(
+        "--steps-per-domain",
+        type=_positive_int,
+        default=steps_default,
+        metavar="N",
+        help=f"updates per domain segment without an explicit length (default {steps_default})",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="stream batch size (default: the config's batch_size)",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=25,
+        metavar="N",
+        help="score the probes on held-out data every N updates and at segment ends (default 25)",
+    )
+    g.add_argument(
+        "--eval-size",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="held-out images per domain for probe scores, MIG and DCI (default 512)",
+    )
+    g.add_argument(
+        "--probe-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train the probes every N updates (default 1: every update, as in the paper)",
+    )
+    g.add_argument(
+        "--refit-steps",
+        type=_positive_int,
+        default=300,
+        metavar="N",
+        help="updates of the refit probe trained from scratch at every segment end (default 300)",
+    )
     g.add_argument("--no-refit", action="store_true", help="skip the refit probes")
     g.add_argument("--no-disentanglement", action="store_true", help="skip MIG/DCI at the end of a run")
-    g.add_argument("--boundary-tolerance", type=_nonneg_int, default=None, metavar="N",
-                   help="updates a detected domain switch may lag the true one (default: a tenth of the "
-                        "shortest segment, at least 5)")
-    g.add_argument("--family-seed", type=_nonneg_int, default=0, metavar="S",
-                   help="seed of the procedural sprites (writers, textures); default 0")
+    g.add_argument(
+        "--boundary-tolerance",
+        type=_nonneg_int,
+        default=None,
+        metavar="N",
+        help="updates a detected domain switch may lag the true one (default: a tenth of the "
+        "shortest segment, at least 5)",
+    )
+    g.add_argument(
+        "--family-seed",
+        type=_nonneg_int,
+        default=0,
+        metavar="S",
+        help="seed of the procedural sprites (writers, textures); default 0",
+    )
     g.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or auto")
-    g.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                   help="torch CPU threads per process (default 1)")
+    g.add_argument(
+        "--threads", type=_positive_int, default=1, metavar="N", help="torch CPU threads per process (default 1)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vase-rl",
         description="VASE, the life-long disentangled representation learner: train it on domain streams, "
-                    "evaluate forgetting and domain inference, run the paper's ablation, plot, benchmark.",
+        "evaluate forgetting and domain inference, run the paper's ablation, plot, benchmark.",
         epilog="Run `vase-rl COMMAND --help` for the options of each command. Docs: docs/CLI.md.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -144,20 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- train
     p = sub.add_parser(
-        "train", help="train VASE on a domain stream with probes alongside (resumable)",
+        "train",
+        help="train VASE on a domain stream with probes alongside (resumable)",
         description="Train a VASE learner on a stream of sprite domains. Probes (2x256 MLPs) learn object "
-                    "identity and position from the latents alongside; the run folder receives the settings, "
-                    "per-step history, probe scores, domain-inference log, results.json, the final model "
-                    "(vase.pt) and a resumable checkpoint. Re-running the same command continues an interrupted "
-                    "run and returns a finished one at once.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "identity and position from the latents alongside; the run folder receives the settings, "
+        "per-step history, probe scores, domain-inference log, results.json, the final model "
+        "(vase.pt) and a resumable checkpoint. Re-running the same command continues an interrupted "
+        "run and returns a finished one at once.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="run folder (created)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of learner, stream and probes")
     _add_config_args(p)
     _add_run_args(p, steps_default=600)
     g = p.add_argument_group("run control")
-    g.add_argument("--checkpoint-every", type=_nonneg_int, default=200, metavar="N",
-                   help="write a resumable checkpoint every N updates (0: only at the end)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=_nonneg_int,
+        default=200,
+        metavar="N",
+        help="write a resumable checkpoint every N updates (0: only at the end)",
+    )
     g.add_argument("--fresh", action="store_true", help="ignore an existing run in --out and start over")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--plot", action="store_true", help="also write the figures (as `vase-rl plot`)")
@@ -166,16 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- evaluate
     p = sub.add_parser(
-        "evaluate", help="summarise a finished run, or evaluate a saved model on domains",
+        "evaluate",
+        help="summarise a finished run, or evaluate a saved model on domains",
         description="With RUN (a folder written by `vase-rl train`): print its results (forgetting, probe "
-                    "scores, domain inference, latent usage, MIG/DCI) and write them with --json. With "
-                    "--checkpoint: evaluate a saved learner (vase.pt) on the domains of --sequence: the domain "
-                    "it assigns to each, latent usage, MIG/DCI and, with --probes, freshly trained probes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "scores, domain inference, latent usage, MIG/DCI) and write them with --json. With "
+        "--checkpoint: evaluate a saved learner (vase.pt) on the domains of --sequence: the domain "
+        "it assigns to each, latent usage, MIG/DCI and, with --probes, freshly trained probes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("run", nargs="?", type=Path, default=None, metavar="RUN", help="run folder")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="FILE", help="a saved learner (vase.pt)")
-    p.add_argument("--sequence", default=_DEFAULT_SEQUENCE, metavar="DOMAINS",
-                   help="domains to evaluate a --checkpoint on")
+    p.add_argument(
+        "--sequence", default=_DEFAULT_SEQUENCE, metavar="DOMAINS", help="domains to evaluate a --checkpoint on"
+    )
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out data and probes")
     p.add_argument("--eval-size", type=_positive_int, default=512, metavar="N", help="held-out images per domain")
     p.add_argument("--probes", action="store_true", help="train fresh probes on the --checkpoint's latents")
@@ -186,20 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- ablate
     p = sub.add_parser(
-        "ablate", help="the paper's ablation: S/D/A switches x objective x seeds -> JSON + markdown table",
+        "ablate",
+        help="the paper's ablation: S/D/A switches x objective x seeds -> JSON + markdown table",
         description="Train every variant of the ablation grid for every seed and write ablation.json (per-run "
-                    "numbers, mean and spread per variant) and ablation.md (a table like the paper's table 1) "
-                    "into --out. Variants: SDA (full VASE), SD, SA, DA, S, D, A, - (= CCI-VAE), each optionally "
-                    "'/entangled'. Interrupted ablations resume. --quick runs a tiny version (16x16, 30 updates "
-                    "per domain, one seed) in well under a minute, with every column.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "numbers, mean and spread per variant) and ablation.md (a table like the paper's table 1) "
+        "into --out. Variants: SDA (full VASE), SD, SA, DA, S, D, A, - (= CCI-VAE), each optionally "
+        "'/entangled'. Interrupted ablations resume. --quick runs a tiny version (16x16, 30 updates "
+        "per domain, one seed) in well under a minute, with every column.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="ablation folder (created)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny smoke-test scale (overrides image size, steps, seeds and evaluation sizes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny smoke-test scale (overrides image size, steps, seeds and evaluation sizes)",
+    )
     p.add_argument("--seeds", type=_int_list, default=[0, 1, 2], metavar="LIST", help="seeds, e.g. 0,1,2 or 0-4")
-    p.add_argument("--variants", default="default", metavar="LIST",
-                   help="'default' (8 disentangled combinations + entangled SDA and -), 'all' (8 x 2 "
-                        "objectives), or a comma list such as SDA,-,SDA/entangled")
+    p.add_argument(
+        "--variants",
+        default="default",
+        metavar="LIST",
+        help="'default' (8 disentangled combinations + entangled SDA and -), 'all' (8 x 2 "
+        "objectives), or a comma list such as SDA,-,SDA/entangled",
+    )
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="experiments run in parallel")
     p.add_argument("--title", default=None, help="title line of the markdown table")
     _add_config_args(p)
@@ -209,32 +293,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- plot
     p = sub.add_parser(
-        "plot", help="figures of a run (traversals, reconstructions, atypicality, probes) or an ablation",
+        "plot",
+        help="figures of a run (traversals, reconstructions, atypicality, probes) or an ablation",
         description="Write PNG figures. For a run folder: latent traversals per domain (rows = latents, "
-                    "labelled added/reused/frozen/unused), cross-domain reconstructions, the atypicality profile "
-                    "with the thresholds and inferred domains, the probe curves with domain boundaries. For an "
-                    "ablation folder (with ablation.json): bars of the object-id change per variant.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "labelled added/reused/frozen/unused), cross-domain reconstructions, the atypicality profile "
+        "with the thresholds and inferred domains, the probe curves with domain boundaries. For an "
+        "ablation folder (with ablation.json): bars of the object-id change per variant.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("run", type=Path, metavar="DIR", help="run folder or ablation folder")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="figure folder (default DIR/figures)")
-    p.add_argument("--figures", default="all", metavar="LIST",
-                   help="comma list of traversals,reconstructions,atypicality,probes,domains (runs) or 'all'")
+    p.add_argument(
+        "--figures",
+        default="all",
+        metavar="LIST",
+        help="comma list of traversals,reconstructions,atypicality,probes,domains (runs) or 'all'",
+    )
     p.add_argument("--prefix", default="", help="prefix of the file names")
-    p.add_argument("--num-images", type=_positive_int, default=6, metavar="N",
-                   help="images per domain in the reconstruction figure")
+    p.add_argument(
+        "--num-images",
+        type=_positive_int,
+        default=6,
+        metavar="N",
+        help="images per domain in the reconstruction figure",
+    )
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch CPU threads")
     p.set_defaults(func=_cmd_plot)
 
     # -- bench
     p = sub.add_parser(
-        "bench", help="run the update-speed benchmark (benchmarks/bench_update.py)",
+        "bench",
+        help="run the update-speed benchmark (benchmarks/bench_update.py)",
         description="Run benchmarks/bench_update.py of a source checkout with the given arguments (everything "
-                    "after `bench`, e.g. `vase-rl bench -- --help`). Needs the repository's benchmarks/ folder; "
-                    "--script points to it elsewhere.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--script", type=Path, default=None, metavar="FILE",
-                   help="path of bench_update.py (default: benchmarks/bench_update.py next to the package or in "
-                        "the current folder)")
+        "after `bench`, e.g. `vase-rl bench -- --help`). Needs the repository's benchmarks/ folder; "
+        "--script points to it elsewhere.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--script",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="path of bench_update.py (default: benchmarks/bench_update.py next to the package or in "
+        "the current folder)",
+    )
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
     p.set_defaults(func=_cmd_bench)
     return parser
@@ -336,9 +438,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     kwargs = _run_kwargs(args)
     try:
-        res = run_experiment(cfg, seq, args.steps_per_domain, args.seed, args.out,
-                             checkpoint_every=args.checkpoint_every, resume=not args.fresh,
-                             progress=not args.no_progress, **kwargs)
+        res = run_experiment(
+            cfg,
+            seq,
+            args.steps_per_domain,
+            args.seed,
+            args.out,
+            checkpoint_every=args.checkpoint_every,
+            resume=not args.fresh,
+            progress=not args.no_progress,
+            **kwargs,
+        )
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(format_results(res))
@@ -362,8 +472,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.run.is_dir():
             raise CLIError(f"no run folder at {args.run}")
         if not res_path.is_file():
-            hint = " (it has a checkpoint: re-run the same `vase-rl train` command to finish it)" \
-                if (args.run / RUN_FILES["checkpoint"]).is_file() else ""
+            hint = (
+                " (it has a checkpoint: re-run the same `vase-rl train` command to finish it)"
+                if (args.run / RUN_FILES["checkpoint"]).is_file()
+                else ""
+            )
             raise CLIError(f"{args.run} holds no finished run: {RUN_FILES['results']} is missing{hint}")
         res = json.loads(res_path.read_text())
         print(format_results(res))
@@ -379,8 +492,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise CLIError(str(err)) from None
         seq = _sequence(args.sequence)
-        out = evaluate_learner(learner, seq, seed=args.seed, eval_size=args.eval_size, probes=args.probes,
-                               refit_steps=args.refit_steps)
+        out = evaluate_learner(
+            learner, seq, seed=args.seed, eval_size=args.eval_size, probes=args.probes, refit_steps=args.refit_steps
+        )
         print(format_static(out, learner))
     if args.json is not None:
         from vase_rl.evaluation.experiment import to_jsonable
@@ -421,17 +535,33 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         o = res.get("object_id", {})
         ch = o.get("change")
         f1 = res.get("domain_inference", {}).get("boundary", {}).get("f1")
-        print(f"  {name:16s} seed {seed}: object-id change "
-              f"{'–' if ch is None else f'{100 * ch:+.1f}%'}, boundary F1 {'–' if f1 is None else f'{f1:.2f}'}, "
-              f"{res.get('wall_time_s', 0):.0f} s", flush=True)
+        print(
+            f"  {name:16s} seed {seed}: object-id change "
+            f"{'–' if ch is None else f'{100 * ch:+.1f}%'}, boundary F1 {'–' if f1 is None else f'{f1:.2f}'}, "
+            f"{res.get('wall_time_s', 0):.0f} s",
+            flush=True,
+        )
 
     total = len(variants) * len(seeds)
     if not args.no_progress:
-        print(f"ablation: {len(variants)} variant(s) x {len(seeds)} seed(s) = {total} run(s) of "
-              f"{args.sequence} ({steps} updates per domain) -> {args.out}", flush=True)
+        print(
+            f"ablation: {len(variants)} variant(s) x {len(seeds)} seed(s) = {total} run(s) of "
+            f"{args.sequence} ({steps} updates per domain) -> {args.out}",
+            flush=True,
+        )
     try:
-        summary = run_ablation(cfg, seq, steps, seeds, args.out, variants=variants, jobs=args.jobs,
-                               run_kwargs=kwargs, title=args.title, on_result=report)
+        summary = run_ablation(
+            cfg,
+            seq,
+            steps,
+            seeds,
+            args.out,
+            variants=variants,
+            jobs=args.jobs,
+            run_kwargs=kwargs,
+            title=args.title,
+            on_result=report,
+        )
     except ValueError as err:
         raise CLIError(str(err)) from None
     print()
@@ -479,9 +609,11 @@ def _find_bench(script: Path | None) -> Path:
     for cand in (here / "benchmarks" / "bench_update.py", Path.cwd() / "benchmarks" / "bench_update.py"):
         if cand.is_file():
             return cand
-    raise CLIError("the benchmark script benchmarks/bench_update.py was not found (looked next to the installed "
-                   f"package, {here / 'benchmarks'}, and in {Path.cwd() / 'benchmarks'}). `vase-rl bench` needs a "
-                   "source checkout of vase_rl; run it from the repository root or pass --script PATH")
+    raise CLIError(
+        "the benchmark script benchmarks/bench_update.py was not found (looked next to the installed "
+        f"package, {here / 'benchmarks'}, and in {Path.cwd() / 'benchmarks'}). `vase-rl bench` needs a "
+        "source checkout of vase_rl; run it from the repository root or pass --script PATH"
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -512,34 +644,45 @@ def format_results(res: dict[str, Any]) -> str:
     sw = res.get("switches", {})
     flags = "".join(k for k in "SDA" if sw.get(k)) or "-"
     exp = res.get("experiment", {})
-    lines.append(f"VASE run: switches {flags}, objective {sw.get('objective')}, seed {exp.get('seed')}, "
-                 f"{res.get('num_steps')} updates, {res.get('wall_time_s')} s")
+    lines.append(
+        f"VASE run: switches {flags}, objective {sw.get('objective')}, seed {exp.get('seed')}, "
+        f"{res.get('num_steps')} updates, {res.get('wall_time_s')} s"
+    )
     lines.append("segments: " + ", ".join(f"{d}[{a}:{b}]" for d, a, b in res.get("segments", [])))
     o = res.get("object_id")
     if o:
-        lines.append(f"object id:  max {_pct(o.get('best'))}, change {_pct(o.get('change'), True)}, "
-                     f"refit change {_pct(None if o.get('refit_forgetting') is None else -o['refit_forgetting'], True)}, "
-                     f"ACC {_pct(o.get('average_accuracy'))}, BWT {_pct(o.get('backward_transfer'), True)}, "
-                     f"Chaudhry forgetting {_pct(o.get('chaudhry_forgetting'))}")
+        lines.append(
+            f"object id:  max {_pct(o.get('best'))}, change {_pct(o.get('change'), True)}, "
+            f"refit change {_pct(None if o.get('refit_forgetting') is None else -o['refit_forgetting'], True)}, "
+            f"ACC {_pct(o.get('average_accuracy'))}, BWT {_pct(o.get('backward_transfer'), True)}, "
+            f"Chaudhry forgetting {_pct(o.get('chaudhry_forgetting'))}"
+        )
     p = res.get("position")
     if p and p.get("best") is not None:
-        lines.append(f"position:   min MSE {_num(p.get('best') and p['best'] * 1e4, '.1f')}e-4, change "
-                     f"{_num(p.get('change') and p['change'] * 1e4, '+.1f')}e-4")
+        lines.append(
+            f"position:   min MSE {_num(p.get('best') and p['best'] * 1e4, '.1f')}e-4, change "
+            f"{_num(p.get('change') and p['change'] * 1e4, '+.1f')}e-4"
+        )
     d = res.get("domain_inference", {})
     if d:
         b, ag, rid = d.get("boundary", {}), d.get("agreement", {}), d.get("reidentification", {})
-        lines.append(f"domains:    {d.get('num_domains')} inferred for {ag.get('num_true_domains')} true; boundary "
-                     f"F1 {_num(b.get('f1'), '.2f')} (P {_num(b.get('precision'), '.2f')}, R "
-                     f"{_num(b.get('recall'), '.2f')}, delay {_num(b.get('mean_delay'), '.1f')}, tolerance "
-                     f"{d.get('tolerance')}), ARI {_num(ag.get('ari'), '.2f')}, re-identification "
-                     f"{_num(rid.get('rate'), '.2f')} of {rid.get('num_returns', 0)} return(s)")
+        lines.append(
+            f"domains:    {d.get('num_domains')} inferred for {ag.get('num_true_domains')} true; boundary "
+            f"F1 {_num(b.get('f1'), '.2f')} (P {_num(b.get('precision'), '.2f')}, R "
+            f"{_num(b.get('recall'), '.2f')}, delay {_num(b.get('mean_delay'), '.1f')}, tolerance "
+            f"{d.get('tolerance')}), ARI {_num(ag.get('ari'), '.2f')}, re-identification "
+            f"{_num(rid.get('rate'), '.2f')} of {rid.get('num_returns', 0)} return(s)"
+        )
     u = res.get("latent_usage", {})
     if u:
         lines.append(f"latents:    {u.get('num_in_use')} of {u.get('latent_dim')} in use")
     dis = res.get("disentanglement", {})
     if dis:
-        parts = [f"{n}: MIG {_num(v.get('mig'), '.2f')}, DCI-D {_num(v.get('dci_disentanglement'), '.2f')}"
-                 for n, v in dis.items() if v]
+        parts = [
+            f"{n}: MIG {_num(v.get('mig'), '.2f')}, DCI-D {_num(v.get('dci_disentanglement'), '.2f')}"
+            for n, v in dis.items()
+            if v
+        ]
         if parts:
             lines.append("disentanglement: " + "; ".join(parts))
     return "\n".join(lines)

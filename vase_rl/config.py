@@ -160,10 +160,21 @@ class VASEConfig:
                 f"{len(self.conv_channels)}; use sides between 8 and {4 * 2 ** len(self.conv_channels)}",
             )
         if h % (2**n) or w % (2**n):
-            raise bad("image_shape", f"H and W must be multiples of {2 ** n} (e.g. 32 or 64); resize the input")
-        for name in ("latent_dim", "hidden_dim", "batch_size", "used_refresh_every", "used_estimation_steps",
-                     "used_estimation_batch", "infer_every", "patience", "snapshot_every",
-                     "max_consecutive_nonfinite", "imagination_every", "imagination_hidden"):
+            raise bad("image_shape", f"H and W must be multiples of {2**n} (e.g. 32 or 64); resize the input")
+        for name in (
+            "latent_dim",
+            "hidden_dim",
+            "batch_size",
+            "used_refresh_every",
+            "used_estimation_steps",
+            "used_estimation_batch",
+            "infer_every",
+            "patience",
+            "snapshot_every",
+            "max_consecutive_nonfinite",
+            "imagination_every",
+            "imagination_hidden",
+        ):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be a positive integer")
         if self.max_domains < 1:
@@ -172,20 +183,37 @@ class VASEConfig:
             raise bad("window_size", "must be an integer >= 2 (frames)")
         if self.domain_warmup < 0:
             raise bad("domain_warmup", "must be >= 0")
-        for name in ("width", "gaussian_std", "learning_rate", "kappa", "used_noise_threshold",
-                     "used_estimation_lr", "logvar_clamp", "classifier_learning_rate",
-                     "imagination_learning_rate"):
+        for name in (
+            "width",
+            "gaussian_std",
+            "learning_rate",
+            "kappa",
+            "used_noise_threshold",
+            "used_estimation_lr",
+            "logvar_clamp",
+            "classifier_learning_rate",
+            "imagination_learning_rate",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "must be a finite positive number")
-        for name in ("gamma", "capacity_max", "capacity_increment", "classifier_weight",
-                     "dream_encoder_weight", "dream_decoder_weight", "atypicality_threshold"):
+        for name in (
+            "gamma",
+            "capacity_max",
+            "capacity_increment",
+            "classifier_weight",
+            "dream_encoder_weight",
+            "dream_decoder_weight",
+            "atypicality_threshold",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(name, "must be a finite non-negative number")
         if not 0 <= self.mask_threshold_low <= self.mask_threshold_high:
-            raise bad("mask_threshold_low", f"need 0 <= mask_threshold_low <= mask_threshold_high "
-                                            f"(= {self.mask_threshold_high})")
+            raise bad(
+                "mask_threshold_low",
+                f"need 0 <= mask_threshold_low <= mask_threshold_high (= {self.mask_threshold_high})",
+            )
         if not 0 < self.reference_momentum <= 1:
             raise bad("reference_momentum", "must be in (0, 1]")
         if not 0 < self.dream_batch_fraction <= 4:
@@ -196,15 +224,28 @@ class VASEConfig:
             raise bad("imagination_max_shift", "must be in (0, 1] (fraction of the image side)")
         if self.kappa < 1:
             raise bad("kappa", "must be >= 1 (a batch is new when its loss exceeds kappa x the reference)")
-        for name, allowed in (("likelihood", _VALID_LIKELIHOODS), ("objective", _VALID_OBJECTIVES),
-                              ("capacity_reduction", _VALID_CAPACITY_REDUCTIONS),
-                              ("dream_reduction", _VALID_REDUCTIONS), ("precision", _VALID_PRECISIONS),
-                              ("nonfinite", _VALID_NONFINITE)):
+        for name, allowed in (
+            ("likelihood", _VALID_LIKELIHOODS),
+            ("objective", _VALID_OBJECTIVES),
+            ("capacity_reduction", _VALID_CAPACITY_REDUCTIONS),
+            ("dream_reduction", _VALID_REDUCTIONS),
+            ("precision", _VALID_PRECISIONS),
+            ("nonfinite", _VALID_NONFINITE),
+        ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {allowed}")
-        for name in ("domain_inference", "dreaming", "atypicality_mask", "channels_last", "compile_inference",
-                     "fallback_to_current", "hold_while_pending", "capacity_per_active",
-                     "imagination", "imagination_active_only"):
+        for name in (
+            "domain_inference",
+            "dreaming",
+            "atypicality_mask",
+            "channels_last",
+            "compile_inference",
+            "fallback_to_current",
+            "hold_while_pending",
+            "capacity_per_active",
+            "imagination",
+            "imagination_active_only",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
 
@@ -223,7 +264,7 @@ class VASEConfig:
     def dream_batch_size(self) -> int:
         return max(1, int(round(self.batch_size * self.dream_batch_fraction)))
 
-    def replace(self, **overrides: Any) -> "VASEConfig":
+    def replace(self, **overrides: Any) -> VASEConfig:
         """A copy with some fields changed (validated)."""
         _check_field_names(overrides)
         return dataclasses.replace(self, **overrides)
@@ -239,14 +280,14 @@ class VASEConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VASEConfig":
+    def from_dict(cls, data: dict[str, Any]) -> VASEConfig:
         if not isinstance(data, dict):
             raise TypeError(f"VASEConfig.from_dict expects a dict, got {type(data).__name__}")
         _check_field_names(data)
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "VASEConfig":
+    def from_json(cls, text: str) -> VASEConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -260,7 +301,7 @@ class VASEConfig:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "VASEConfig":
+    def load(cls, path: str | Path) -> VASEConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no VASE config at {path}")
@@ -268,7 +309,7 @@ class VASEConfig:
 
     # --- presets ------------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "VASEConfig":
+    def preset(cls, name: str, **overrides: Any) -> VASEConfig:
         """A named preset with optional field overrides, e.g.
         ``VASEConfig.preset("cci_vae", image_shape=(1, 32, 32))``."""
         if name not in PRESETS:

@@ -107,7 +107,9 @@ class DomainMemory:
     def allocate(self, mask: list[bool], step: int) -> int:
         if self.num_domains >= self.max_domains:
             raise RuntimeError("all domain slots are in use")  # guarded by decide()
-        rec = DomainRecord(domain_id=self.num_domains, latent_mask=list(map(bool, mask)), created_at=step, last_seen=step)
+        rec = DomainRecord(
+            domain_id=self.num_domains, latent_mask=list(map(bool, mask)), created_at=step, last_seen=step
+        )
         self.records.append(rec)
         self.current = rec.domain_id
         self.pending_new_votes = 0
@@ -117,7 +119,9 @@ class DomainMemory:
         rec = self.records[domain]
         return rec.num_updates < self.warmup or rec.reference_recon_loss is None
 
-    def record_update(self, domain: int, recon_loss: float, mask: list[bool], step: int, update_reference: bool) -> None:
+    def record_update(
+        self, domain: int, recon_loss: float, mask: list[bool], step: int, update_reference: bool
+    ) -> None:
         """Book-keeping after an optimiser step trained ``domain``."""
         rec = self.records[domain]
         rec.num_updates += 1
@@ -157,7 +161,9 @@ class DomainMemory:
             # a young domain cannot be rejected: its classifier logit and reference loss are
             # still being learnt, so Algorithm 1 would only reject it against older domains
             self.pending_new_votes = 0
-            self._log(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, 0, "warmup", cur, "stay"))
+            self._log(
+                Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, 0, "warmup", cur, "stay")
+            )
             return cur, "stay"
         new, reason, dis = self._vote(candidate, candidate_loss, batch_mask_for_candidate)
         if new and candidate != cur and self.fallback_to_current and current_loss is not None:
@@ -166,18 +172,26 @@ class DomainMemory:
             cur_new, _, cur_dis = self._vote(cur, current_loss, current_batch_mask)
             if not cur_new:
                 self.pending_new_votes = 0
-                self._log(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis,
-                                   "current_fits", cur, "stay"), force=True)
+                self._log(
+                    Decision(
+                        step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, "current_fits", cur, "stay"
+                    ),
+                    force=True,
+                )
                 return cur, "stay"
         if not new:
             self.pending_new_votes = 0
             event = "stay" if candidate == cur else "switch"
             self.current = candidate
-            self._log(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, candidate, event))
+            self._log(
+                Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, candidate, event)
+            )
             return candidate, event
         self.pending_new_votes += 1
         if self.pending_new_votes < self.patience:
-            self.log.append(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, cur, "pending"))
+            self.log.append(
+                Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, cur, "pending")
+            )
             return cur, "pending"
         if self.num_domains >= self.max_domains:
             self.fallback_count += 1
@@ -190,11 +204,25 @@ class DomainMemory:
                 )
             self.pending_new_votes = 0
             self.current = candidate
-            self.log.append(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, candidate, "max_domains"))
+            self.log.append(
+                Decision(
+                    step,
+                    cur,
+                    candidate,
+                    candidate_loss,
+                    rec.reference_recon_loss,
+                    dis,
+                    reason,
+                    candidate,
+                    "max_domains",
+                )
+            )
             return candidate, "max_domains"
         start_mask = batch_mask_for_candidate if new_domain_mask is None else new_domain_mask
         new_id = self.allocate(start_mask.bool().tolist(), step)
-        self.log.append(Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, new_id, "new"))
+        self.log.append(
+            Decision(step, cur, candidate, candidate_loss, rec.reference_recon_loss, dis, reason, new_id, "new")
+        )
         return new_id, "new"
 
     def _vote(self, domain: int, loss: float, batch_mask: torch.Tensor) -> tuple[bool, str, int]:

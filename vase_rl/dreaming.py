@@ -30,14 +30,16 @@ def pixel_means(params: torch.Tensor, likelihood: str) -> torch.Tensor:
     return params.clamp(0.0, 1.0)
 
 
-def encoder_proximity(mu: torch.Tensor, logvar: torch.Tensor, mu_old: torch.Tensor, logvar_old: torch.Tensor,
-                      reduction: str) -> torch.Tensor:
+def encoder_proximity(
+    mu: torch.Tensor, logvar: torch.Tensor, mu_old: torch.Tensor, logvar_old: torch.Tensor, reduction: str
+) -> torch.Tensor:
     """Batch-averaged W2^2 between the current and the snapshot posteriors."""
     return reduce_features(wasserstein2_diag(mu, logvar, mu_old, logvar_old), reduction)
 
 
-def decoder_proximity(params_old: torch.Tensor, params_new: torch.Tensor, likelihood: str, std: float,
-                      reduction: str) -> torch.Tensor:
+def decoder_proximity(
+    params_old: torch.Tensor, params_new: torch.Tensor, likelihood: str, std: float, reduction: str
+) -> torch.Tensor:
     """Batch-averaged KL(p_old || p_new) over pixels."""
     return reduce_features(decoder_kl(params_old, params_new, likelihood, std), reduction)
 
@@ -60,5 +62,5 @@ class Snapshot(nn.Module):
         self.decoder.load_state_dict(decoder.state_dict())
         self.synced_at = int(step)
 
-    def train(self, mode: bool = True) -> "Snapshot":  # always stays in eval mode
+    def train(self, mode: bool = True) -> Snapshot:  # always stays in eval mode
         return super().train(False)

@@ -36,7 +36,8 @@ the right and dy pixels down, ``out[y, x] = in[y - dy, x - dx]``, with bilinear 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,8 +84,9 @@ def translate_images(x: torch.Tensor, shift: torch.Tensor, padding: str = "backg
     if x.ndim != 4:
         raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
     if shift.ndim != 2 or shift.shape != (x.shape[0], 2):
-        raise ValueError(f"shift must be (B, 2) = ({x.shape[0]}, 2) pixel translations (dx, dy), "
-                         f"got {tuple(shift.shape)}")
+        raise ValueError(
+            f"shift must be (B, 2) = ({x.shape[0]}, 2) pixel translations (dx, dy), got {tuple(shift.shape)}"
+        )
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
     shift = shift.to(dtype=x.dtype, device=x.device)
@@ -96,8 +98,9 @@ def translate_images(x: torch.Tensor, shift: torch.Tensor, padding: str = "backg
     return translate(x, shift, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-def random_translation(x: torch.Tensor, max_shift: float, generator: torch.Generator | None = None,
-                       padding: str = "background") -> tuple[torch.Tensor, torch.Tensor]:
+def random_translation(
+    x: torch.Tensor, max_shift: float, generator: torch.Generator | None = None, padding: str = "background"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Translate each image by a uniform random shift in [-max_shift, max_shift] x its side.
 
     The no-policy control for imagination (plain translation augmentation). Returns
@@ -121,8 +124,15 @@ class TranslationPolicy(nn.Module):
     :meth:`shift_pixels` scales it to pixels, |tx| <= max_shift * W, |ty| <= max_shift * H.
     """
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int, hidden: int = 64, max_shift: float = 0.5,
-                 filters: int = 16, num_convs: int = 4) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        latent_dim: int,
+        hidden: int = 64,
+        max_shift: float = 0.5,
+        filters: int = 16,
+        num_convs: int = 4,
+    ) -> None:
         super().__init__()
         c, h, w = (int(v) for v in image_shape)
         if not 0 < max_shift <= 1:
@@ -158,8 +168,9 @@ class TranslationPolicy(nn.Module):
         """(B, 2) translations (dx, dy) in pixels."""
         return self(x, z_star) * (self.max_shift * self._side)
 
-    def transform(self, x: torch.Tensor, z_star: torch.Tensor, padding: str = "background"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, x: torch.Tensor, z_star: torch.Tensor, padding: str = "background"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x* = g(z*, x) . x; returns ``(x_star, shift_pixels)`` (differentiable in the policy)."""
         shift = self.shift_pixels(x, z_star)
         return translate_images(x, shift, padding), shift
@@ -168,8 +179,9 @@ class TranslationPolicy(nn.Module):
 # ------------------------------------------------------------------------------------------
 # the plugin the learner owns
 # ------------------------------------------------------------------------------------------
-def latent_error(z: torch.Tensor | np.ndarray, z_star: torch.Tensor | np.ndarray,
-                 mask: torch.Tensor | np.ndarray | None = None) -> torch.Tensor | np.ndarray:
+def latent_error(
+    z: torch.Tensor | np.ndarray, z_star: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None
+) -> torch.Tensor | np.ndarray:
     """Per example squared distance sum_n m_n (z*_n - z_n)^2 over the scored latents ``mask``
     (bool (N,), or index array; default all). numpy in -> numpy out."""
     as_numpy = not isinstance(z, torch.Tensor) and not isinstance(z_star, torch.Tensor)
@@ -208,8 +220,12 @@ class Imagination:
         seed = int(getattr(learner, "seed", 0))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 104_729)  # own init stream: does not perturb the learner's weights
-            self.policy = TranslationPolicy(config.image_shape, config.latent_dim, hidden=config.imagination_hidden,
-                                            max_shift=config.imagination_max_shift).to(self.device)
+            self.policy = TranslationPolicy(
+                config.image_shape,
+                config.latent_dim,
+                hidden=config.imagination_hidden,
+                max_shift=config.imagination_max_shift,
+            ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.imagination_learning_rate)
         self.padding = "background"
         # keeps the tanh out of saturation: mean relu(|pre| - 2)^2 is added to L_agent (see docs)
@@ -257,8 +273,9 @@ class Imagination:
         self.num_imagined += int(x.shape[0])
         return x_star.clamp_(0.0, 1.0)
 
-    def agent_loss(self, x: torch.Tensor, z_star: torch.Tensor | None = None,
-                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def agent_loss(
+        self, x: torch.Tensor, z_star: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """L_agent = mean_b sum_n m_n (z*_bn - z_bn)^2 with z ~ q(z | g(z*, x) . x).
 
         The loss depends on the policy's parameters through x*; backpropagate it only into the
@@ -304,13 +321,19 @@ class Imagination:
             error = latent_error(parts["mu"], z_star, mask).mean()
             identity = latent_error(mu0, z_star, mask).mean()
             shift = (parts["shift"].abs() / self.policy._side).mean()
-        return {"loss": float(loss.detach()), "error": float(error), "error_identity": float(identity),
-                "shift": float(shift), "saturation": float(parts["saturation"].detach()),
-                "scored_latents": float(mask.sum())}
+        return {
+            "loss": float(loss.detach()),
+            "error": float(error),
+            "error_identity": float(identity),
+            "shift": float(shift),
+            "saturation": float(parts["saturation"].detach()),
+            "scored_latents": float(mask.sum()),
+        }
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, z_star: torch.Tensor | None = None,
-                 mask: torch.Tensor | np.ndarray | None = None) -> dict[str, float]:
+    def evaluate(
+        self, x: torch.Tensor, z_star: torch.Tensor | None = None, mask: torch.Tensor | np.ndarray | None = None
+    ) -> dict[str, float]:
         """Mean squared latent error of the posterior means after the policy's translation
         (``policy``) and without it (``identity``), on the given latents (default: the scored
         ones), for a batch of images. No parameter or generator change when ``z_star`` is given."""
@@ -340,8 +363,10 @@ class Imagination:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"imagination state has version {state.get('version') if isinstance(state, dict) else None}; "
-                             f"this vase_rl reads version {STATE_VERSION}")
+            raise ValueError(
+                f"imagination state has version {state.get('version') if isinstance(state, dict) else None}; "
+                f"this vase_rl reads version {STATE_VERSION}"
+            )
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.num_updates = int(state["num_updates"])
@@ -353,16 +378,19 @@ class Imagination:
         self.saturation_weight = float(state.get("saturation_weight", 1.0))
 
     def __repr__(self) -> str:
-        return (f"Imagination(updates={self.num_updates}, max_shift={self.policy.max_shift}, "
-                f"active_only={self.config.imagination_active_only})")
+        return (
+            f"Imagination(updates={self.num_updates}, max_shift={self.policy.max_shift}, "
+            f"active_only={self.config.imagination_active_only})"
+        )
 
 
 # ------------------------------------------------------------------------------------------
 # which latents are about position
 # ------------------------------------------------------------------------------------------
 @torch.no_grad()
-def translation_sensitivity(learner: Any, x: Any, max_shift: float = 0.15, num_shifts: int = 8,
-                            seed: int = 0) -> np.ndarray:
+def translation_sensitivity(
+    learner: Any, x: Any, max_shift: float = 0.15, num_shifts: int = 8, seed: int = 0
+) -> np.ndarray:
     """How much each latent's posterior mean moves when the images are translated.
 
     Each image is translated by ``num_shifts`` random shifts within ``max_shift`` x the side;
@@ -410,8 +438,11 @@ class ImaginationExplorer:
             raise ValueError("the learner has no imagination policy; build it with config.imagination=True")
         self.learner = learner
         self.imagination: Imagination = learner.imagination
-        self.pixels_per_action = None if pixels_per_action is None else np.broadcast_to(
-            np.asarray(pixels_per_action, dtype=np.float64), (2,)).copy()
+        self.pixels_per_action = (
+            None
+            if pixels_per_action is None
+            else np.broadcast_to(np.asarray(pixels_per_action, dtype=np.float64), (2,)).copy()
+        )
 
     @staticmethod
     def env_pixels_per_action(env: Any) -> np.ndarray:
@@ -422,8 +453,10 @@ class ImaginationExplorer:
             span = float(fam.image_size - fam.patch_size)
             step = float(base.max_shift)
         except AttributeError as err:
-            raise ValueError("cannot read the translation scale from this env; pass pixels_per_action="
-                             "(pixels the sprite moves per unit action)") from err
+            raise ValueError(
+                "cannot read the translation scale from this env; pass pixels_per_action="
+                "(pixels the sprite moves per unit action)"
+            ) from err
         if span <= 0:
             raise ValueError("the env's sprite cannot move (its patch fills the image)")
         return np.array([span * step, span * step])
@@ -459,9 +492,14 @@ class ImaginationExplorer:
         """Env action (float32 (2,) in [-1, 1]) that moves the sprite by the policy's translation."""
         return np.clip(self.translation(obs, z_star) / self._scale(env), -1.0, 1.0).astype(np.float32)
 
-    def imagine_goal(self, obs: Any, latents: Sequence[int] | np.ndarray, rng: np.random.Generator | int | None = None,
-                     scale: float = 1.0) -> np.ndarray:
-        """"This object, but elsewhere": z* = mu(obs) with the given (position) latents redrawn
+    def imagine_goal(
+        self,
+        obs: Any,
+        latents: Sequence[int] | np.ndarray,
+        rng: np.random.Generator | int | None = None,
+        scale: float = 1.0,
+    ) -> np.ndarray:
+        """ "This object, but elsewhere": z* = mu(obs) with the given (position) latents redrawn
         from N(0, scale^2)."""
         rng = np.random.default_rng(rng)
         z = self.encode(obs).astype(np.float32)
@@ -469,8 +507,15 @@ class ImaginationExplorer:
         z[idx] = rng.normal(0.0, scale, size=idx.size).astype(np.float32)
         return z
 
-    def realise(self, env: Any, z_star: Any, obs: Any | None = None, steps: int = 8,
-                mask: Any | None = None, seed: int | None = None) -> dict[str, Any]:
+    def realise(
+        self,
+        env: Any,
+        z_star: Any,
+        obs: Any | None = None,
+        steps: int = 8,
+        mask: Any | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
         """Act for up to ``steps`` steps to realise ``z_star`` (from ``obs``, or a fresh
         ``env.reset(seed=seed)``). Returns ``errors`` (latent error before acting and after each
         step, on ``mask``: default the learner's active latents), ``initial_error``,
@@ -494,5 +539,12 @@ class ImaginationExplorer:
             errors.append(float(latent_error(self.encode(obs)[None], z_star[None], mask)[0]))
             if terminated or truncated:
                 break
-        return {"errors": errors, "initial_error": errors[0], "final_error": errors[-1], "best_error": min(errors),
-                "actions": actions, "positions": positions, "obs": obs}
+        return {
+            "errors": errors,
+            "initial_error": errors[0],
+            "final_error": errors[-1],
+            "best_error": min(errors),
+            "actions": actions,
+            "positions": positions,
+            "obs": obs,
+        }

@@ -28,9 +28,10 @@ import dataclasses
 import math
 import os
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,8 +42,14 @@ from vase_rl.config import VASEConfig
 from vase_rl.domains import DomainMemory
 from vase_rl.dreaming import Snapshot, decoder_proximity, encoder_proximity, pixel_means
 from vase_rl.masking import apply_mask, atypicality, estimate_used_latents, hysteresis_mask
-from vase_rl.networks import DomainClassifier, Decoder, Encoder
-from vase_rl.objectives import capacity_at, capacity_penalty, gaussian_kl_to_standard, nll_normaliser, reconstruction_nll
+from vase_rl.networks import Decoder, DomainClassifier, Encoder
+from vase_rl.objectives import (
+    capacity_at,
+    capacity_penalty,
+    gaussian_kl_to_standard,
+    nll_normaliser,
+    reconstruction_nll,
+)
 from vase_rl.window import FrameWindow
 
 __all__ = ["VASE", "resolve_device", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -73,12 +80,16 @@ class VASE:
     >>> z = learner.encode(images)              # (B, latent_dim) float32, masked posterior mean
     """
 
-    def __init__(self, config: VASEConfig | None = None, seed: int | None = None, device: str | torch.device = "auto") -> None:
+    def __init__(
+        self, config: VASEConfig | None = None, seed: int | None = None, device: str | torch.device = "auto"
+    ) -> None:
         if config is None:
             config = VASEConfig()
         if not isinstance(config, VASEConfig):
-            raise TypeError(f"config must be a VASEConfig, got {type(config).__name__}; build one with "
-                            "VASEConfig.preset('cpu32') or VASEConfig(...)")
+            raise TypeError(
+                f"config must be a VASEConfig, got {type(config).__name__}; build one with "
+                "VASEConfig.preset('cpu32') or VASEConfig(...)"
+            )
         self.config = config
         self.device = resolve_device(device)
         if seed is None:
@@ -96,10 +107,12 @@ class VASE:
             self.decoder.to(memory_format=torch.channels_last)
         # one Adam optimiser, two parameter groups: the classifier has its own (larger) rate so it
         # can follow a newly allocated domain within the domain's warm-up
-        self.optimizer = torch.optim.Adam([
-            {"params": [*self.encoder.parameters(), *self.decoder.parameters()], "lr": config.learning_rate},
-            {"params": list(self.classifier.parameters()), "lr": config.classifier_learning_rate},
-        ])
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": [*self.encoder.parameters(), *self.decoder.parameters()], "lr": config.learning_rate},
+                {"params": list(self.classifier.parameters()), "lr": config.classifier_learning_rate},
+            ]
+        )
         self.snapshot: Snapshot | None = Snapshot(self.encoder, self.decoder) if config.dreaming else None
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
@@ -188,8 +201,11 @@ class VASE:
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                 torch.nn.functional.linear(torch.ones(2, 2, device=self.device), torch.ones(2, 2, device=self.device))
         except Exception as err:  # platform dependent; tested by monkeypatching autocast
-            warnings.warn(f"bfloat16 autocast unavailable on {self.device} ({err}); falling back to fp32",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"bfloat16 autocast unavailable on {self.device} ({err}); falling back to fp32",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return False
         return True
 
@@ -232,8 +248,9 @@ class VASE:
         domain = int(domain)
         limit = max(self.num_domains, 1)
         if not 0 <= domain < limit:
-            raise ValueError(f"domain {domain} does not exist; this learner has {self.num_domains} domain(s) "
-                             f"(ids 0..{limit - 1})")
+            raise ValueError(
+                f"domain {domain} does not exist; this learner has {self.num_domains} domain(s) (ids 0..{limit - 1})"
+            )
         return domain
 
     # ------------------------------------------------------------------------------------
@@ -259,13 +276,16 @@ class VASE:
         cfg = self.config
         x = self._prep(self.sample_window() if batch is None else batch)
         if x.shape[0] < 2:
-            raise ValueError(f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); "
-                             f"got {x.shape[0]}")
+            raise ValueError(
+                f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); got {x.shape[0]}"
+            )
         x_real = x
         if self.imagination is not None and cfg.imagination_fraction > 0 and self.num_domains > 0:
             n_imagined = max(1, int(round(x.shape[0] * cfg.imagination_fraction)))
             x = torch.cat([x, self.imagination.imagine(x[:n_imagined]).detach()], dim=0)
-        self.encoder.train(); self.decoder.train(); self.classifier.train()
+        self.encoder.train()
+        self.decoder.train()
+        self.classifier.train()
         step = self.num_updates
         capacity = capacity_at(step, cfg.capacity_max, cfg.capacity_increment)
         n_latent = cfg.latent_dim
@@ -289,8 +309,9 @@ class VASE:
         update_reference = True
         logits = self.classifier(hidden.detach().float()) if cfg.domain_inference else None
         if cfg.domain_inference and step % cfg.infer_every == 0:
-            inferred = self._algorithm1(self.memory, step, logits, z_post, prior_noise, alpha, x,
-                                        mask_current, nll_current, z_current)
+            inferred = self._algorithm1(
+                self.memory, step, logits, z_post, prior_noise, alpha, x, mask_current, nll_current, z_current
+            )
             chosen, event, candidate = inferred["chosen"], inferred["event"], inferred["candidate"]
             mask_used, nll_used = inferred["mask"], inferred["nll"]
             if event == "pending":
@@ -315,8 +336,11 @@ class VASE:
         if self._dreaming_active(chosen):
             dream = self._dream_terms(chosen, cfg.dream_batch_size)
             terms.update(dream)
-            loss = (loss + cfg.dream_encoder_weight * dream["dream_encoder"]
-                    + cfg.dream_decoder_weight * dream["dream_decoder"])
+            loss = (
+                loss
+                + cfg.dream_encoder_weight * dream["dream_encoder"]
+                + cfg.dream_decoder_weight * dream["dream_decoder"]
+            )
             if "dream_classifier" in dream:
                 loss = loss + cfg.classifier_weight * dream["dream_classifier"]
 
@@ -340,15 +364,20 @@ class VASE:
         if held:  # the mask follows the data (a single flip must not keep voting "new"); nothing is trained
             record.latent_mask = self._mask.tolist()
         else:
-            self.memory.record_update(chosen, recon_value - self._nll_offset, self._mask.tolist(), step,
-                                      update_reference)
+            self.memory.record_update(
+                chosen, recon_value - self._nll_offset, self._mask.tolist(), step, update_reference
+            )
         self.num_updates += 1
         if self.snapshot is not None and self.num_updates % cfg.snapshot_every == 0:
             self.snapshot.sync(self.encoder, self.decoder, self.num_updates)
         # used latents: first estimated when the domain's warm-up ends (so Algorithm 1's mask test
         # has them as soon as the domain can be rejected), then refreshed on a schedule
-        if (not held and cfg.domain_inference and cfg.atypicality_mask
-                and (record.num_updates % cfg.used_refresh_every == 0 or record.num_updates == cfg.domain_warmup)):
+        if (
+            not held
+            and cfg.domain_inference
+            and cfg.atypicality_mask
+            and (record.num_updates % cfg.used_refresh_every == 0 or record.num_updates == cfg.domain_warmup)
+        ):
             self._refresh_used_latents(x, chosen)
         imagination_stats: dict[str, float] = {}
         if not held and self.imagination is not None and self.num_updates % cfg.imagination_every == 0:
@@ -397,9 +426,19 @@ class VASE:
             return self._mask if self.config.atypicality_mask else torch.ones_like(self._mask)
         return self._mask_from(alpha, self._mask)
 
-    def _algorithm1(self, memory: DomainMemory, step: int, logits: torch.Tensor, z_post: torch.Tensor,
-                    prior_noise: torch.Tensor, alpha: torch.Tensor, x: torch.Tensor, mask_current: torch.Tensor,
-                    nll_current: torch.Tensor, z_current: torch.Tensor) -> dict[str, Any]:
+    def _algorithm1(
+        self,
+        memory: DomainMemory,
+        step: int,
+        logits: torch.Tensor,
+        z_post: torch.Tensor,
+        prior_noise: torch.Tensor,
+        alpha: torch.Tensor,
+        x: torch.Tensor,
+        mask_current: torch.Tensor,
+        nll_current: torch.Tensor,
+        z_current: torch.Tensor,
+    ) -> dict[str, Any]:
         """Domain inference for one batch (spec §6): the classifier proposes s_hat, ``memory``
         decides. Returns the chosen domain, event, candidate, class probabilities, and the mask
         and per-example NLL the step should train with."""
@@ -417,15 +456,30 @@ class VASE:
         # normalising constant), so kappa * L_ref stays meaningful for any gaussian_std
         candidate_loss = float(nll_candidate.detach().mean()) - self._nll_offset
         current_loss = None if candidate == current else float(nll_current.detach().mean()) - self._nll_offset
-        chosen, event = memory.decide(step, candidate, candidate_loss, mask_candidate, new_domain_mask=mask_current,
-                                      current_loss=current_loss, current_batch_mask=mask_current)
+        chosen, event = memory.decide(
+            step,
+            candidate,
+            candidate_loss,
+            mask_candidate,
+            new_domain_mask=mask_current,
+            current_loss=current_loss,
+            current_batch_mask=mask_current,
+        )
         mask_used, nll_used = mask_current, nll_current
         if event == "new":
             nll_used = self._nll(self._decode_net(self.decoder, z_current, chosen), x)
         elif chosen != current:  # switch back to a known domain (or max_domains fallback)
             mask_used, nll_used = mask_candidate, nll_candidate
-        return {"chosen": chosen, "event": event, "candidate": candidate, "probabilities": probs,
-                "candidate_loss": candidate_loss, "batch_mask": mask_candidate, "mask": mask_used, "nll": nll_used}
+        return {
+            "chosen": chosen,
+            "event": event,
+            "candidate": candidate,
+            "probabilities": probs,
+            "candidate_loss": candidate_loss,
+            "batch_mask": mask_candidate,
+            "mask": mask_used,
+            "nll": nll_used,
+        }
 
     @torch.no_grad()
     def infer_domain(self, batch: Any) -> dict[str, Any]:
@@ -442,9 +496,16 @@ class VASE:
         x = self._prep(batch)
         if self.num_domains == 0 or not self.config.domain_inference:
             first = self.num_domains == 0
-            return {"candidate": None, "probabilities": np.zeros(0, dtype=np.float32), "candidate_loss": None,
-                    "reference_loss": None, "mask_disagreement": 0, "vote": "first" if first else "off",
-                    "domain": 0, "event": "new" if first else "stay"}
+            return {
+                "candidate": None,
+                "probabilities": np.zeros(0, dtype=np.float32),
+                "candidate_loss": None,
+                "reference_loss": None,
+                "mask_disagreement": 0,
+                "vote": "first" if first else "off",
+                "domain": 0,
+                "event": "new" if first else "stay",
+            }
         saved = self.generator.get_state()
         try:
             mu, logvar, hidden = self._encode_net(self.encoder, x)
@@ -456,12 +517,23 @@ class VASE:
             z_current = apply_mask(z_post, mask_current, prior_noise)
             nll_current = self._nll(self._decode_net(self.decoder, z_current, current), x)
             logits = self.classifier(hidden.float())
-            preview = dataclasses.replace(self.memory, records=copy.deepcopy(self.memory.records), log=[],
-                                          log_stay_every=1)
+            preview = dataclasses.replace(
+                self.memory, records=copy.deepcopy(self.memory.records), log=[], log_stay_every=1
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                out = self._algorithm1(preview, self.num_updates, logits, z_post, prior_noise, alpha, x,
-                                       mask_current, nll_current, z_current)
+                out = self._algorithm1(
+                    preview,
+                    self.num_updates,
+                    logits,
+                    z_post,
+                    prior_noise,
+                    alpha,
+                    x,
+                    mask_current,
+                    nll_current,
+                    z_current,
+                )
         finally:
             self.generator.set_state(saved)
         decision = preview.log[-1]  # every decision of the preview is logged
@@ -477,8 +549,12 @@ class VASE:
         }
 
     def _dreaming_active(self, chosen: int) -> bool:
-        return bool(self.config.dreaming and self.snapshot is not None and self.num_domains > 1
-                    and any(d != chosen for d in range(self.num_domains)))
+        return bool(
+            self.config.dreaming
+            and self.snapshot is not None
+            and self.num_domains > 1
+            and any(d != chosen for d in range(self.num_domains))
+        )
 
     def _dream_terms(self, chosen: int, n: int) -> dict[str, torch.Tensor]:
         """Dreaming losses (eq. 7) for ``n`` dreams of past domains (all domains but ``chosen``)."""
@@ -497,7 +573,9 @@ class VASE:
         params_new = self._decode_net(self.decoder, z, dream_domains)
         out = {
             "dream_encoder": encoder_proximity(mu, logvar, mu_old, logvar_old, cfg.dream_reduction),
-            "dream_decoder": decoder_proximity(params_old, params_new, cfg.likelihood, cfg.gaussian_std, cfg.dream_reduction),
+            "dream_decoder": decoder_proximity(
+                params_old, params_new, cfg.likelihood, cfg.gaussian_std, cfg.dream_reduction
+            ),
         }
         if cfg.domain_inference:
             out["dream_classifier"] = F.cross_entropy(self.classifier(hidden.detach().float()), dream_domains)
@@ -529,13 +607,23 @@ class VASE:
         self.skipped_updates += 1
         self._consecutive_nonfinite += 1
         diag = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-        message = (f"non-finite VASE loss at update {step} ({diag}); capacity={self.capacity:.3g}, "
-                   f"lr={self.config.learning_rate:g}. The update was skipped: weights and optimiser are unchanged.")
+        message = (
+            f"non-finite VASE loss at update {step} ({diag}); capacity={self.capacity:.3g}, "
+            f"lr={self.config.learning_rate:g}. The update was skipped: weights and optimiser are unchanged."
+        )
         if self.config.nonfinite == "raise" or self._consecutive_nonfinite >= self.config.max_consecutive_nonfinite:
-            raise FloatingPointError(message + f" ({self._consecutive_nonfinite} in a row; lower learning_rate or gamma)")
+            raise FloatingPointError(
+                message + f" ({self._consecutive_nonfinite} in a row; lower learning_rate or gamma)"
+            )
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-        return {"step": self.num_updates, "loss": float("nan"), "domain": chosen, "event": event,
-                "num_domains": self.num_domains, "skipped": True}
+        return {
+            "step": self.num_updates,
+            "loss": float("nan"),
+            "domain": chosen,
+            "event": event,
+            "num_domains": self.num_domains,
+            "skipped": True,
+        }
 
     def _refresh_used_latents(self, x: torch.Tensor, domain: int) -> None:
         """Re-estimate which latents the decoder of ``domain`` uses (spec §5), on part of ``x``."""
@@ -549,8 +637,14 @@ class VASE:
         def nll(zz: torch.Tensor) -> torch.Tensor:
             return self._nll(self._decode_net(self.decoder, zz, domain), xs)
 
-        used, sigma = estimate_used_latents(nll, z, steps=cfg.used_estimation_steps, lr=cfg.used_estimation_lr,
-                                            threshold=cfg.used_noise_threshold, generator=self.generator)
+        used, sigma = estimate_used_latents(
+            nll,
+            z,
+            steps=cfg.used_estimation_steps,
+            lr=cfg.used_estimation_lr,
+            threshold=cfg.used_noise_threshold,
+            generator=self.generator,
+        )
         self.memory.set_used(domain, (used & mask).tolist(), sigma.tolist())
 
     def refresh_used_latents(self, batch: Any, domain: int | None = None) -> np.ndarray:
@@ -561,8 +655,13 @@ class VASE:
         self._refresh_used_latents(self._prep(batch), domain)
         return np.asarray(self.memory.records[domain].used_latents, dtype=bool)
 
-    def fit(self, stream: Iterable[Any], steps: int | None = None, progress: bool = False,
-            callback: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+    def fit(
+        self,
+        stream: Iterable[Any],
+        steps: int | None = None,
+        progress: bool = False,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> list[dict[str, Any]]:
         """Run ``update`` on the batches of ``stream`` (at most ``steps`` of them).
 
         Stream items may be arrays/tensors, ``(images, ...)`` tuples, dicts with ``"images"`` or
@@ -581,8 +680,12 @@ class VASE:
                 if bar is not None:
                     bar.update(1)
                     if i % 20 == 0 and not stats.get("skipped"):
-                        bar.set_postfix(loss=f"{stats['loss']:.1f}", kl=f"{stats['kl']:.1f}",
-                                        dom=stats["domain"], n_dom=stats["num_domains"])
+                        bar.set_postfix(
+                            loss=f"{stats['loss']:.1f}",
+                            kl=f"{stats['kl']:.1f}",
+                            dom=stats["domain"],
+                            n_dom=stats["num_domains"],
+                        )
                 if callback is not None and callback(stats) is False:
                     break
         finally:
@@ -594,7 +697,9 @@ class VASE:
     # inference (no side effects)
     # ------------------------------------------------------------------------------------
     def _eval_mode(self) -> None:
-        self.encoder.eval(); self.decoder.eval(); self.classifier.eval()
+        self.encoder.eval()
+        self.decoder.eval()
+        self.classifier.eval()
 
     @torch.no_grad()
     def encode_tensor(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
@@ -629,7 +734,9 @@ class VASE:
     def decode(self, z: Any, domain: int | None = None) -> np.ndarray:
         """Images (B, C, H, W) in [0, 1] decoded from latents ``z`` (B, latent_dim) as ``domain``."""
         self._eval_mode()
-        zt = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z, dtype=torch.float32, device=self.device)
+        zt = torch.as_tensor(
+            np.asarray(z) if not isinstance(z, torch.Tensor) else z, dtype=torch.float32, device=self.device
+        )
         if zt.ndim != 2 or zt.shape[1] != self.config.latent_dim:
             raise ValueError(f"z must have shape (B, {self.config.latent_dim}), got {tuple(zt.shape)}")
         if not bool(torch.isfinite(zt).all()):
@@ -666,7 +773,9 @@ class VASE:
             "decoder": self.decoder.state_dict(),
             "classifier": self.classifier.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "snapshot": None if self.snapshot is None else {
+            "snapshot": None
+            if self.snapshot is None
+            else {
                 "encoder": self.snapshot.encoder.state_dict(),
                 "decoder": self.snapshot.decoder.state_dict(),
                 "synced_at": self.snapshot.synced_at,
@@ -712,7 +821,7 @@ class VASE:
             raise ValueError(f"{path} is not a readable vase_rl checkpoint (corrupt or another format): {err}") from err
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "VASE":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> VASE:
         """Restore a learner saved with :meth:`save`; it continues exactly as the original."""
         return cls.from_state_dict(cls._read_checkpoint(path), device=device, source=str(path))
 
@@ -724,7 +833,7 @@ class VASE:
         return dict(extra) if isinstance(extra, dict) else {}
 
     @classmethod
-    def from_state_dict(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> "VASE":
+    def from_state_dict(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> VASE:
         """Rebuild a learner from :meth:`state_dict` output. Top-level keys this version does not
         know (``extra`` and any others) are ignored, so callers may store their own data beside
         the learner's."""
@@ -732,8 +841,10 @@ class VASE:
             raise ValueError(f"{source} is not a vase_rl VASE checkpoint (missing format marker)")
         version = state.get("format_version")
         if version != CHECKPOINT_VERSION:
-            raise ValueError(f"{source} has checkpoint format version {version}; this vase_rl reads version "
-                             f"{CHECKPOINT_VERSION} (upgrade/downgrade vase_rl to load it)")
+            raise ValueError(
+                f"{source} has checkpoint format version {version}; this vase_rl reads version "
+                f"{CHECKPOINT_VERSION} (upgrade/downgrade vase_rl to load it)"
+            )
         try:
             config = VASEConfig.from_dict(dict(state["config"]))
             learner = cls(config, seed=int(state["seed"]), device=device)
@@ -762,16 +873,21 @@ class VASE:
         if state.get("rng_device") == learner.device.type:
             learner.generator.set_state(state["rng"])
         else:
-            warnings.warn(f"checkpoint RNG was saved on {state.get('rng_device')} and is loaded on "
-                          f"{learner.device.type}; the random stream is re-seeded, so runs will not be bit-identical",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"checkpoint RNG was saved on {state.get('rng_device')} and is loaded on "
+                f"{learner.device.type}; the random stream is re-seeded, so runs will not be bit-identical",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             learner.generator.manual_seed(learner.seed + learner.num_updates)
         return learner
 
     def __repr__(self) -> str:
-        return (f"VASE(preset={self.config.preset_name!r}, image_shape={self.config.image_shape}, "
-                f"latent_dim={self.config.latent_dim}, updates={self.num_updates}, domains={self.num_domains}, "
-                f"device={self.device.type})")
+        return (
+            f"VASE(preset={self.config.preset_name!r}, image_shape={self.config.image_shape}, "
+            f"latent_dim={self.config.latent_dim}, updates={self.num_updates}, domains={self.num_domains}, "
+            f"device={self.device.type})"
+        )
 
 
 def _progress_bar(progress: bool, total: int | None):
@@ -780,7 +896,10 @@ def _progress_bar(progress: bool, total: int | None):
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        warnings.warn("progress=True needs tqdm (pip install tqdm); continuing without a progress bar",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "progress=True needs tqdm (pip install tqdm); continuing without a progress bar",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     return tqdm(total=total, desc="VASE", unit="upd")

@@ -87,7 +87,9 @@ def capacity_at(step: int, capacity_max: float, increment: float) -> float:
     return float(min(capacity_max, increment * capacity_max * step))
 
 
-def capacity_penalty(kl_per_example: torch.Tensor, capacity: float, gamma: float, reduction: str = "batch_mean") -> torch.Tensor:
+def capacity_penalty(
+    kl_per_example: torch.Tensor, capacity: float, gamma: float, reduction: str = "batch_mean"
+) -> torch.Tensor:
     """gamma * |KL - C|^2 (eq. 3).
 
     ``batch_mean``: square of (batch-mean KL - C), as written in the paper.
@@ -110,7 +112,9 @@ def reduce_features(per_feature: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"unknown reduction {reduction!r}; use 'sum' or 'mean'")
 
 
-def wasserstein2_diag(mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, logvar_b: torch.Tensor) -> torch.Tensor:
+def wasserstein2_diag(
+    mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, logvar_b: torch.Tensor
+) -> torch.Tensor:
     """Squared 2-Wasserstein distance between diagonal Gaussians, per coordinate:
     (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2. Sum over coordinates for the full W2^2."""
     return (mu_a - mu_b).pow(2) + ((0.5 * logvar_a).exp() - (0.5 * logvar_b).exp()).pow(2)

@@ -71,8 +71,10 @@ class ImageObservationAdapter:
         if len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3):
             raise ValueError(f"image_shape must be (C, H, W) with C in (1, 3), got {image_shape!r}")
         if grayscale and self.image_shape[0] != 1:
-            raise ValueError(f"grayscale=True needs a grey learner (image_shape with C=1), got {self.image_shape}; "
-                             "build the learner with image_shape=(1, H, W)")
+            raise ValueError(
+                f"grayscale=True needs a grey learner (image_shape with C=1), got {self.image_shape}; "
+                "build the learner with image_shape=(1, H, W)"
+            )
         self.image_key = image_key
         self.image_space = self._select_space(observation_space, image_key)
         self.layout, (self.in_channels, self.in_height, self.in_width) = self._layout(self.image_space, channels_first)
@@ -84,9 +86,13 @@ class ImageObservationAdapter:
         if isinstance(space, spaces.Dict):
             keys = list(space.spaces)
             if image_key is None:
-                candidates = [k for k, s in space.spaces.items() if isinstance(s, spaces.Box) and len(s.shape) in (2, 3)]
+                candidates = [
+                    k for k, s in space.spaces.items() if isinstance(s, spaces.Box) and len(s.shape) in (2, 3)
+                ]
                 hint = f" (image-like entries: {candidates})" if candidates else ""
-                raise _unsupported(space, f"a Dict observation needs image_key to choose the image; keys are {keys}{hint}")
+                raise _unsupported(
+                    space, f"a Dict observation needs image_key to choose the image; keys are {keys}{hint}"
+                )
             if image_key not in space.spaces:
                 raise ValueError(f"image_key={image_key!r} is not a key of the Dict observation space; keys are {keys}")
             sub = space.spaces[image_key]
@@ -94,8 +100,10 @@ class ImageObservationAdapter:
                 raise _unsupported(sub, f"entry {image_key!r} of the Dict is not a Box")
             return sub
         if image_key is not None:
-            raise ValueError(f"image_key={image_key!r} is only for Dict observation spaces; this one is "
-                             f"{type(space).__name__}: drop image_key")
+            raise ValueError(
+                f"image_key={image_key!r} is only for Dict observation spaces; this one is "
+                f"{type(space).__name__}: drop image_key"
+            )
         if not isinstance(space, spaces.Box):
             raise _unsupported(space, f"{type(space).__name__} spaces carry no image")
         return space
@@ -116,17 +124,22 @@ class ImageObservationAdapter:
                 elif first_ok:
                     channels_first = True
                 else:
-                    raise _unsupported(space, f"shape {shape} has no channel axis of size 1 or 3 at either end "
-                                              "(4 channels: RGBA or stacked frames are not supported)")
+                    raise _unsupported(
+                        space,
+                        f"shape {shape} has no channel axis of size 1 or 3 at either end "
+                        "(4 channels: RGBA or stacked frames are not supported)",
+                    )
             if channels_first:
                 if not first_ok:
-                    raise _unsupported(space, f"channels_first=True but shape {shape} starts with {shape[0]} "
-                                              "channels (need 1 or 3)")
+                    raise _unsupported(
+                        space, f"channels_first=True but shape {shape} starts with {shape[0]} channels (need 1 or 3)"
+                    )
                 layout, dims = "chw", shape
             else:
                 if not last_ok:
-                    raise _unsupported(space, f"channels_first=False but shape {shape} ends with {shape[-1]} "
-                                              "channels (need 1 or 3)")
+                    raise _unsupported(
+                        space, f"channels_first=False but shape {shape} ends with {shape[-1]} channels (need 1 or 3)"
+                    )
                 layout, dims = "hwc", (shape[2], shape[0], shape[1])
         else:
             why = "a 1-D Box is a feature vector, not an image" if len(shape) <= 1 else f"{len(shape)}-D shape {shape}"
@@ -187,8 +200,10 @@ class ImageObservationAdapter:
         if not batched:
             t = t.unsqueeze(0)
         if tuple(t.shape[1:]) != expected:
-            raise ValueError(f"observation batch has shape {tuple(t.shape)}; expected (B, *{expected}) for the "
-                             f"space {_describe(self.image_space)}" + ("" if batched else " (batched=False)"))
+            raise ValueError(
+                f"observation batch has shape {tuple(t.shape)}; expected (B, *{expected}) for the "
+                f"space {_describe(self.image_space)}" + ("" if batched else " (batched=False)")
+            )
         return self.convert(t.to(device), prescaled=False)
 
     def convert(self, t: torch.Tensor, prescaled: bool = False) -> torch.Tensor:
@@ -241,8 +256,10 @@ class ImageObservationAdapter:
 
     def __repr__(self) -> str:
         key = f", image_key={self.image_key!r}" if self.image_key is not None else ""
-        return (f"ImageObservationAdapter({self.layout.upper()} {self.input_shape} {np.dtype(self.image_space.dtype)}"
-                f" -> {self.image_shape}{key})")
+        return (
+            f"ImageObservationAdapter({self.layout.upper()} {self.input_shape} {np.dtype(self.image_space.dtype)}"
+            f" -> {self.image_shape}{key})"
+        )
 
 
 def _is_block_mean(shape: tuple[int, int], size: tuple[int, int]) -> bool:

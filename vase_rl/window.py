@@ -56,8 +56,12 @@ class FrameWindow:
         n, size = int(x.shape[0]), self.capacity
         if n == 0:
             return
-        if (self._frames is None or self._frames.device != x.device or self._frames.dtype != x.dtype
-                or self._frames.shape[1:] != x.shape[1:]):
+        if (
+            self._frames is None
+            or self._frames.device != x.device
+            or self._frames.dtype != x.dtype
+            or self._frames.shape[1:] != x.shape[1:]
+        ):
             self._frames = torch.empty((size, *x.shape[1:]), dtype=x.dtype, device=x.device)
             self._pos, self._count = 0, 0
         if n >= size:
@@ -66,10 +70,10 @@ class FrameWindow:
             return
         end = self._pos + n
         if end <= size:
-            self._frames[self._pos:end] = x
+            self._frames[self._pos : end] = x
         else:
             first = size - self._pos
-            self._frames[self._pos:] = x[:first]
+            self._frames[self._pos :] = x[:first]
             self._frames[: n - first] = x[first:]
         self._pos = end % size
         self._count = min(self._count + n, size)
@@ -80,7 +84,7 @@ class FrameWindow:
             return torch.empty(0)
         if self._count < self.capacity:
             return self._frames[: self._count]
-        return torch.cat([self._frames[self._pos:], self._frames[: self._pos]])
+        return torch.cat([self._frames[self._pos :], self._frames[: self._pos]])
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` frames drawn without replacement (all of them when fewer are held)."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -76,8 +77,10 @@ def _as_config(config: ConfigLike) -> VASEConfig:
         if text.endswith(".json") or os.path.sep in text:
             return VASEConfig.load(text)
         return VASEConfig.preset(text)
-    raise TypeError(f"config must be a VASEConfig, a dict of its fields, a preset name (e.g. 'cpu32') or the path "
-                    f"of a config .json; got {type(config).__name__}")
+    raise TypeError(
+        f"config must be a VASEConfig, a dict of its fields, a preset name (e.g. 'cpu32') or the path "
+        f"of a config .json; got {type(config).__name__}"
+    )
 
 
 def _config_record(config: ConfigLike) -> Any:
@@ -89,8 +92,13 @@ def _config_record(config: ConfigLike) -> Any:
     return config
 
 
-def resolve_learner(config: ConfigLike = None, learner: VASE | None = None, learner_path: str | os.PathLike | None = None,
-                    seed: int | None = None, device: str | torch.device = "auto") -> VASE:
+def resolve_learner(
+    config: ConfigLike = None,
+    learner: VASE | None = None,
+    learner_path: str | os.PathLike | None = None,
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+) -> VASE:
     """The learner a wrapper uses: ``learner`` itself (shared), one loaded from ``learner_path``
     (a ``VASE.save`` or wrapper ``save`` file), or a new ``VASE(config, seed, device)``."""
     if learner is not None:
@@ -108,8 +116,9 @@ def resolve_learner(config: ConfigLike = None, learner: VASE | None = None, lear
     return VASE(_as_config(config), seed=seed, device=device)
 
 
-def save_checkpoint(path: str | os.PathLike, learner: VASE, settings: dict[str, Any] | None = None,
-                    kind: str = "VASE") -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, learner: VASE, settings: dict[str, Any] | None = None, kind: str = "VASE"
+) -> Path:
     """Write the learner's full state (a file ``VASE.load`` reads) plus the wrapper's settings
     in the checkpoint's ``extra`` dict, atomically, and the config as ``<path>.config.json``."""
     extra = None if settings is None else {WRAPPER_CHECKPOINT_KEY: {"kind": kind, "settings": dict(settings)}}
@@ -130,8 +139,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
 # ------------------------------------------------------------------------------------------
 # the shared machinery: adapter + schedule + window + latent output
 # ------------------------------------------------------------------------------------------
-_SCALAR_KEYS = ("loss", "recon", "kl", "capacity", "regulariser", "classifier", "dream_encoder", "dream_decoder",
-                "dream_classifier", "atypicality_max", "active_latents", "used_latents")
+_SCALAR_KEYS = (
+    "loss",
+    "recon",
+    "kl",
+    "capacity",
+    "regulariser",
+    "classifier",
+    "dream_encoder",
+    "dream_decoder",
+    "dream_classifier",
+    "atypicality_max",
+    "active_latents",
+    "used_latents",
+)
 _EVENTS = ("new", "switch", "pending", "max_domains")
 
 
@@ -168,8 +189,9 @@ class LatentFeed:
     ) -> None:
         self.learner = learner
         cfg = learner.config
-        self.adapter = ImageObservationAdapter(observation_space, cfg.image_shape, image_key=image_key,
-                                               channels_first=channels_first, grayscale=grayscale)
+        self.adapter = ImageObservationAdapter(
+            observation_space, cfg.image_shape, image_key=image_key, channels_first=channels_first, grayscale=grayscale
+        )
         if not (isinstance(clip, (int, float)) and not isinstance(clip, bool) and np.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a finite positive number, got {clip!r}")
         self.clip = float(clip)
@@ -178,8 +200,9 @@ class LatentFeed:
         self.train_every = _positive_int("train_every", train_every)
         self.gradient_steps = _positive_int("gradient_steps", gradient_steps)
         self.batch_size = _positive_int("batch_size", cfg.batch_size if batch_size is None else batch_size, 2)
-        self.learning_starts = _positive_int("learning_starts", self.batch_size if learning_starts is None
-                                             else learning_starts, 0)
+        self.learning_starts = _positive_int(
+            "learning_starts", self.batch_size if learning_starts is None else learning_starts, 0
+        )
         # Updates draw from the learner's window of recent frames (vase_rl/window.py): a window of
         # many episodes, because consecutive frames of a few episodes are far from i.i.d. and
         # VASE's atypicality mask reads a batch whose latent marginals differ from the prior as
@@ -194,8 +217,11 @@ class LatentFeed:
         learner.window.resize(_positive_int("window_size", window_size, 2))
         self.image_key, self.channels_first, self.grayscale = image_key, channels_first, grayscale
         self.latent_dim = cfg.latent_dim
-        self.dim = cfg.latent_dim + (cfg.max_domains if self.append_domain else 0) + \
-            (cfg.latent_dim if self.append_mask else 0)
+        self.dim = (
+            cfg.latent_dim
+            + (cfg.max_domains if self.append_domain else 0)
+            + (cfg.latent_dim if self.append_mask else 0)
+        )
         self.latent_space = spaces.Box(-self.clip, self.clip, (self.dim,), np.float32)
         self._since_update = 0
         self.frames_seen = 0
@@ -210,10 +236,17 @@ class LatentFeed:
     def settings(self) -> dict[str, Any]:
         """Plain-data settings (what ``save`` stores beside the learner)."""
         return {
-            "image_key": self.image_key, "channels_first": self.channels_first, "grayscale": self.grayscale,
-            "clip": self.clip, "append_domain": self.append_domain, "append_mask": self.append_mask,
-            "train_every": self.train_every, "gradient_steps": self.gradient_steps, "batch_size": self.batch_size,
-            "learning_starts": self.learning_starts, "window_size": self.window_size,
+            "image_key": self.image_key,
+            "channels_first": self.channels_first,
+            "grayscale": self.grayscale,
+            "clip": self.clip,
+            "append_domain": self.append_domain,
+            "append_mask": self.append_mask,
+            "train_every": self.train_every,
+            "gradient_steps": self.gradient_steps,
+            "batch_size": self.batch_size,
+            "learning_starts": self.learning_starts,
+            "window_size": self.window_size,
         }
 
     @property
@@ -227,9 +260,11 @@ class LatentFeed:
             raise TypeError(f"learner must be a vase_rl.VASE, got {type(learner).__name__}")
         old, new = self.learner.config, learner.config
         if (old.image_shape, old.latent_dim, old.max_domains) != (new.image_shape, new.latent_dim, new.max_domains):
-            raise ValueError(f"cannot share a learner with image_shape={new.image_shape}, latent_dim={new.latent_dim}, "
-                             f"max_domains={new.max_domains}: this wrapper was built for image_shape={old.image_shape}, "
-                             f"latent_dim={old.latent_dim}, max_domains={old.max_domains}")
+            raise ValueError(
+                f"cannot share a learner with image_shape={new.image_shape}, latent_dim={new.latent_dim}, "
+                f"max_domains={new.max_domains}: this wrapper was built for image_shape={old.image_shape}, "
+                f"latent_dim={old.latent_dim}, max_domains={old.max_domains}"
+            )
         learner.window.resize(max(learner.window.capacity, self.window_size))
         self.learner = learner
 
@@ -350,8 +385,11 @@ class LatentFeed:
         for key in _SCALAR_KEYS:
             values = [float(h[key]) for h in valid if key in h]
             if values:
-                name = {"capacity": "update_capacity", "active_latents": "mean_active_latents",
-                        "used_latents": "mean_used_latents"}.get(key, key)
+                name = {
+                    "capacity": "update_capacity",
+                    "active_latents": "mean_active_latents",
+                    "used_latents": "mean_used_latents",
+                }.get(key, key)
                 out[name] = float(np.mean(values))
         if "kl" in out and "update_capacity" in out:
             out["kl_minus_capacity"] = out["kl"] - out["update_capacity"]
@@ -365,12 +403,32 @@ class LatentFeed:
         return out
 
 
-def _feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every, gradient_steps,
-                 batch_size, learning_starts, window_size) -> dict[str, Any]:
-    return dict(image_key=image_key, channels_first=channels_first, grayscale=grayscale, clip=clip,
-                append_domain=append_domain, append_mask=append_mask, train_every=train_every,
-                gradient_steps=gradient_steps, batch_size=batch_size, learning_starts=learning_starts,
-                window_size=window_size)
+def _feed_kwargs(
+    image_key,
+    channels_first,
+    grayscale,
+    clip,
+    append_domain,
+    append_mask,
+    train_every,
+    gradient_steps,
+    batch_size,
+    learning_starts,
+    window_size,
+) -> dict[str, Any]:
+    return dict(
+        image_key=image_key,
+        channels_first=channels_first,
+        grayscale=grayscale,
+        clip=clip,
+        append_domain=append_domain,
+        append_mask=append_mask,
+        train_every=train_every,
+        gradient_steps=gradient_steps,
+        batch_size=batch_size,
+        learning_starts=learning_starts,
+        window_size=window_size,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,18 +471,32 @@ class _FeedAccess:
     def set_learner(self, learner: VASE) -> None:
         self._feed.set_learner(learner)
 
-    def _record_args(self, config: ConfigLike, learner: VASE | None, learning: bool, learner_path: Any,
-                     seed: int | None, device: Any, feed_kwargs: dict[str, Any]) -> None:
+    def _record_args(
+        self,
+        config: ConfigLike,
+        learner: VASE | None,
+        learning: bool,
+        learner_path: Any,
+        seed: int | None,
+        device: Any,
+        feed_kwargs: dict[str, Any],
+    ) -> None:
         """Gymnasium's ``RecordConstructorArgs`` with JSON-able values only (a config as a dict)."""
         gym.utils.RecordConstructorArgs.__init__(
-            self, config=_config_record(learner.config if config is None and learner is not None else config),
-            learning=bool(learning), learner_path=None if learner_path is None else str(learner_path), seed=seed,
-            device=device if isinstance(device, str) else str(device), **feed_kwargs)
+            self,
+            config=_config_record(learner.config if config is None and learner is not None else config),
+            learning=bool(learning),
+            learner_path=None if learner_path is None else str(learner_path),
+            seed=seed,
+            device=device if isinstance(device, str) else str(device),
+            **feed_kwargs,
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the learner and this wrapper's settings (``VASE.load`` also reads the file)."""
-        return save_checkpoint(path, self.learner, dict(self._feed.settings(), learning=self._learning),
-                               self._checkpoint_kind)
+        return save_checkpoint(
+            path, self.learner, dict(self._feed.settings(), learning=self._learning), self._checkpoint_kind
+        )
 
 
 class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -477,8 +549,19 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         learning_starts: int | None = None,
         window_size: int | None = None,
     ) -> None:
-        feed_kwargs = _feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every,
-                                   gradient_steps, batch_size, learning_starts, window_size)
+        feed_kwargs = _feed_kwargs(
+            image_key,
+            channels_first,
+            grayscale,
+            clip,
+            append_domain,
+            append_mask,
+            train_every,
+            gradient_steps,
+            batch_size,
+            learning_starts,
+            window_size,
+        )
         self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
         gym.ObservationWrapper.__init__(self, env)
         learner = resolve_learner(config, learner, learner_path, seed, device)
@@ -509,7 +592,7 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         return rec if batched else rec[0]
 
     @classmethod
-    def load(cls, path: str | os.PathLike, env: gym.Env, device: str = "auto", **overrides: Any) -> "VASEWrapper":
+    def load(cls, path: str | os.PathLike, env: gym.Env, device: str = "auto", **overrides: Any) -> VASEWrapper:
         """Wrap ``env`` with the learner and settings saved at ``path`` (``overrides`` win)."""
         learner, settings = load_checkpoint(path, device=device)
         kwargs = dict(settings)
@@ -558,13 +641,29 @@ class VecVASE(VecEnvWrapper):
         window_size: int | None = None,
     ) -> None:
         if not isinstance(venv, VecEnv):
-            raise TypeError(f"VecVASE wraps an SB3 VecEnv (e.g. make_vec_env(...)); got {type(venv).__name__}. "
-                            "For a single gymnasium env use VASEWrapper.")
+            raise TypeError(
+                f"VecVASE wraps an SB3 VecEnv (e.g. make_vec_env(...)); got {type(venv).__name__}. "
+                "For a single gymnasium env use VASEWrapper."
+            )
         learner = resolve_learner(config, learner, learner_path, seed, device)
         self._feed = LatentFeed(
-            venv.observation_space, learner, frames_per_step=venv.num_envs,
-            **_feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every,
-                           gradient_steps, batch_size, learning_starts, window_size))
+            venv.observation_space,
+            learner,
+            frames_per_step=venv.num_envs,
+            **_feed_kwargs(
+                image_key,
+                channels_first,
+                grayscale,
+                clip,
+                append_domain,
+                append_mask,
+                train_every,
+                gradient_steps,
+                batch_size,
+                learning_starts,
+                window_size,
+            ),
+        )
         super().__init__(venv, observation_space=self._feed.latent_space)
         self.training = bool(training)
         self.old_obs: Any = None
@@ -628,7 +727,7 @@ class VecVASE(VecEnvWrapper):
     def set_learner(self, learner: VASE) -> None:
         self._feed.set_learner(learner)
 
-    def for_evaluation(self, eval_venv: VecEnv, **overrides: Any) -> "VecVASE":
+    def for_evaluation(self, eval_venv: VecEnv, **overrides: Any) -> VecVASE:
         """Wrap ``eval_venv`` with this wrapper's learner (the same object) and settings, frozen:
         evaluation always sees the current representation and never changes it."""
         kwargs = dict(self._feed.settings())
@@ -642,7 +741,7 @@ class VecVASE(VecEnvWrapper):
         return save_checkpoint(path, self.learner, dict(self._feed.settings(), learning=self.training), "VecVASE")
 
     @staticmethod
-    def load(path: str | os.PathLike, venv: VecEnv, device: str = "auto", **overrides: Any) -> "VecVASE":
+    def load(path: str | os.PathLike, venv: VecEnv, device: str = "auto", **overrides: Any) -> VecVASE:
         """Wrap ``venv`` with the learner and settings saved at ``path``; ``overrides`` (e.g.
         ``training=False`` for evaluation) win over the saved settings."""
         learner, settings = load_checkpoint(path, device=device)
@@ -658,8 +757,10 @@ class VecVASE(VecEnvWrapper):
         del state["class_attributes"]
         feed: LatentFeed = state.pop("_feed")
         state["_vase_checkpoint"] = {
-            "learner": feed.learner.state_dict(), "device": str(feed.learner.device),
-            "settings": feed.settings(), "space": feed.adapter.observation_space,
+            "learner": feed.learner.state_dict(),
+            "device": str(feed.learner.device),
+            "settings": feed.settings(),
+            "space": feed.adapter.observation_space,
             "frames_per_step": self.num_envs,
         }
         return state
@@ -679,8 +780,13 @@ class VecVASE(VecEnvWrapper):
         if self.venv is not None:
             raise ValueError("Trying to set venv of an already initialised VecVASE wrapper")
         if venv.observation_space != self._feed.adapter.observation_space:
-            ImageObservationAdapter(venv.observation_space, self.learner.config.image_shape,
-                                    self._feed.image_key, self._feed.channels_first, self._feed.grayscale)
+            ImageObservationAdapter(
+                venv.observation_space,
+                self.learner.config.image_shape,
+                self._feed.image_key,
+                self._feed.channels_first,
+                self._feed.grayscale,
+            )
         self.venv = venv
         self.num_envs = venv.num_envs
         self.render_mode = venv.render_mode
@@ -719,13 +825,23 @@ class VASEVectorWrapper(_FeedAccess, gym.vector.VectorObservationWrapper, gym.ut
         learning_starts: int | None = None,
         window_size: int | None = None,
     ) -> None:
-        feed_kwargs = _feed_kwargs(image_key, channels_first, grayscale, clip, append_domain, append_mask, train_every,
-                                   gradient_steps, batch_size, learning_starts, window_size)
+        feed_kwargs = _feed_kwargs(
+            image_key,
+            channels_first,
+            grayscale,
+            clip,
+            append_domain,
+            append_mask,
+            train_every,
+            gradient_steps,
+            batch_size,
+            learning_starts,
+            window_size,
+        )
         self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
         gym.vector.VectorObservationWrapper.__init__(self, env)
         learner = resolve_learner(config, learner, learner_path, seed, device)
-        self._feed = LatentFeed(env.single_observation_space, learner, frames_per_step=env.num_envs,
-                                **feed_kwargs)
+        self._feed = LatentFeed(env.single_observation_space, learner, frames_per_step=env.num_envs, **feed_kwargs)
         self.single_observation_space = self._feed.latent_space
         self.observation_space = gym.vector.utils.batch_space(self._feed.latent_space, env.num_envs)
         self._learning = bool(learning)
@@ -778,8 +894,16 @@ def make_vase_vec_env(
         vec_kwargs["start_method"] = start_method or "forkserver"
     inner = wrapper_class
     wrap = _ThreadLimitedWrapper(inner) if cls is SubprocVecEnv else inner
-    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, vec_env_cls=cls, env_kwargs=env_kwargs,
-                        wrapper_class=wrap, monitor_dir=monitor_dir, vec_env_kwargs=vec_kwargs or None)
+    venv = make_vec_env(
+        env_id,
+        n_envs=n_envs,
+        seed=seed,
+        vec_env_cls=cls,
+        env_kwargs=env_kwargs,
+        wrapper_class=wrap,
+        monitor_dir=monitor_dir,
+        vec_env_kwargs=vec_kwargs or None,
+    )
     try:
         return VecVASE(venv, config, seed=seed, **vase_kwargs)
     except BaseException:

@@ -21,6 +21,13 @@ numbers, so they can score any representation learner.
   profile, probe curves (matplotlib, imported lazily).
 """
 
+from vase_rl.evaluation.ablation import (
+    DEFAULT_VARIANTS,
+    ablation_table,
+    ablation_variants,
+    run_ablation,
+    variant_config,
+)
 from vase_rl.evaluation.disentanglement import (
     dci,
     dci_from_importance,
@@ -37,6 +44,14 @@ from vase_rl.evaluation.domains import (
     domain_agreement,
     reidentification,
 )
+from vase_rl.evaluation.experiment import (
+    TABLE1_SEQUENCE,
+    TABLE3_SEQUENCE,
+    evaluate_learner,
+    load_run,
+    probe_latents,
+    run_experiment,
+)
 from vase_rl.evaluation.forgetting import (
     Segment,
     accuracy_matrix,
@@ -50,21 +65,6 @@ from vase_rl.evaluation.forgetting import (
 )
 from vase_rl.evaluation.latent_usage import USAGE_LABELS, LatentUsage, latent_usage_table
 from vase_rl.evaluation.probes import LatentProbe, ProbeTracker
-from vase_rl.evaluation.experiment import (
-    TABLE1_SEQUENCE,
-    TABLE3_SEQUENCE,
-    evaluate_learner,
-    load_run,
-    probe_latents,
-    run_experiment,
-)
-from vase_rl.evaluation.ablation import (
-    DEFAULT_VARIANTS,
-    ablation_table,
-    ablation_variants,
-    run_ablation,
-    variant_config,
-)
 
 __all__ = [
     # disentanglement

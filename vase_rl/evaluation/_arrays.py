@@ -42,8 +42,7 @@ def check_finite(arr: np.ndarray, name: str) -> None:
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
         raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), "
-            f"first in sample {int(rows[0])}"
+            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first in sample {int(rows[0])}"
         )
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,12 @@ SWITCH_COMBOS = ("SDA", "SD", "SA", "DA", "S", "D", "A", "-")
 #: entangled full model and the entangled baseline (a plain VAE): 10 variants.
 DEFAULT_VARIANTS = tuple(SWITCH_COMBOS) + ("SDA/entangled", "-/entangled")
 
-_DISPLAY = {"SDA": "VASE (SDA)", "-": "CCI-VAE (-)", "SDA/entangled": "entangled VASE (SDA)",
-            "-/entangled": "entangled VAE (-)"}
+_DISPLAY = {
+    "SDA": "VASE (SDA)",
+    "-": "CCI-VAE (-)",
+    "SDA/entangled": "entangled VASE (SDA)",
+    "-/entangled": "entangled VAE (-)",
+}
 
 #: The metrics aggregated over seeds: name -> (path in results.json, scale for the table).
 METRICS: dict[str, tuple[tuple[str, ...], float]] = {
@@ -76,13 +81,29 @@ METRICS: dict[str, tuple[tuple[str, ...], float]] = {
 #: Settings of ``ablate --quick``: tiny images and streams; all 10 variants take ~15 s on two
 #: free CPU cores. For smoke tests, not for conclusions.
 QUICK: dict[str, Any] = {
-    "config_overrides": {"image_shape": (1, 16, 16), "batch_size": 32, "latent_dim": 8, "width": 0.25,
-                         "capacity_max": 10.0, "capacity_increment": 1.0 / 60, "domain_warmup": 8, "patience": 2,
-                         "snapshot_every": 10, "used_refresh_every": 10, "used_estimation_steps": 10},
+    "config_overrides": {
+        "image_shape": (1, 16, 16),
+        "batch_size": 32,
+        "latent_dim": 8,
+        "width": 0.25,
+        "capacity_max": 10.0,
+        "capacity_increment": 1.0 / 60,
+        "domain_warmup": 8,
+        "patience": 2,
+        "snapshot_every": 10,
+        "used_refresh_every": 10,
+        "used_estimation_steps": 10,
+    },
     "steps_per_domain": 30,
     "seeds": (0,),
-    "run_kwargs": {"eval_every": 10, "eval_size": 64, "refit_steps": 30, "refit_size": 128, "probe_batch_size": 32,
-                   "disentanglement": False},
+    "run_kwargs": {
+        "eval_every": 10,
+        "eval_size": 64,
+        "refit_steps": 30,
+        "refit_size": 128,
+        "probe_batch_size": 32,
+        "disentanglement": False,
+    },
 }
 
 
@@ -90,8 +111,10 @@ def _parse_variant(name: str) -> tuple[str, str]:
     combo, _, objective = name.partition("/")
     objective = objective or "disentangled"
     if combo not in SWITCH_COMBOS:
-        raise ValueError(f"unknown variant {name!r}: the switch part must be one of {list(SWITCH_COMBOS)} "
-                         "(e.g. 'SDA', 'SD', '-'), optionally followed by '/entangled' or '/disentangled'")
+        raise ValueError(
+            f"unknown variant {name!r}: the switch part must be one of {list(SWITCH_COMBOS)} "
+            "(e.g. 'SDA', 'SD', '-'), optionally followed by '/entangled' or '/disentangled'"
+        )
     if objective not in ("disentangled", "entangled"):
         raise ValueError(f"unknown objective in variant {name!r}: use '/entangled' or '/disentangled'")
     return combo, objective
@@ -105,7 +128,9 @@ def display_name(name: str) -> str:
     return combo if objective == "disentangled" else f"entangled {combo}"
 
 
-def ablation_variants(objectives: Sequence[str] = ("disentangled",), include_entangled_baselines: bool = True) -> list[str]:
+def ablation_variants(
+    objectives: Sequence[str] = ("disentangled",), include_entangled_baselines: bool = True
+) -> list[str]:
     """Variant names: every switch combination for each objective in ``objectives``; with only
     the disentangled objective and ``include_entangled_baselines``, also the entangled full
     model and plain VAE (the 10-variant default, :data:`DEFAULT_VARIANTS`)."""
@@ -127,8 +152,14 @@ def variant_config(base: VASEConfig, name: str) -> VASEConfig:
     kappa = base.kappa
     if objective != base.objective and base.kappa in (PAPER["kappa_disentangled"], PAPER["kappa_entangled"]):
         kappa = PAPER["kappa_entangled"] if objective == "entangled" else PAPER["kappa_disentangled"]
-    return base.replace(domain_inference="S" in combo, dreaming="D" in combo, atypicality_mask="A" in combo,
-                        objective=objective, kappa=kappa, preset_name=f"{base.preset_name}:{name}")
+    return base.replace(
+        domain_inference="S" in combo,
+        dreaming="D" in combo,
+        atypicality_mask="A" in combo,
+        objective=objective,
+        kappa=kappa,
+        preset_name=f"{base.preset_name}:{name}",
+    )
 
 
 def _dir_name(name: str) -> str:
@@ -201,14 +232,18 @@ def run_ablation(
                 if on_result is not None:
                     on_result(name, seed, res)
     summary = summarise_ablation(results, variants, seeds)
-    summary.update({
-        "sequence": sequence if isinstance(sequence, str) else [list(i) if isinstance(i, tuple) else i for i in sequence],
-        "steps_per_domain": steps_per_domain,
-        "base_config": base.to_dict(),
-        "run_kwargs": kwargs,
-        "wall_time_s": round(time.perf_counter() - t0, 1),
-        "title": title,
-    })
+    summary.update(
+        {
+            "sequence": sequence
+            if isinstance(sequence, str)
+            else [list(i) if isinstance(i, tuple) else i for i in sequence],
+            "steps_per_domain": steps_per_domain,
+            "base_config": base.to_dict(),
+            "run_kwargs": kwargs,
+            "wall_time_s": round(time.perf_counter() - t0, 1),
+            "title": title,
+        }
+    )
     _write_json(out / "ablation.json", summary)
     text = ablation_table(summary, title=title)
     if any(r["switches"]["S"] for r in summary["variants"]):
@@ -226,8 +261,9 @@ def _get(d: Mapping[str, Any], path: Sequence[str]) -> float:
     return float("nan") if cur is None else float(cur)
 
 
-def summarise_ablation(results: Mapping[tuple[str, int], Mapping[str, Any]], variants: Sequence[str],
-                       seeds: Sequence[int]) -> dict[str, Any]:
+def summarise_ablation(
+    results: Mapping[tuple[str, int], Mapping[str, Any]], variants: Sequence[str], seeds: Sequence[int]
+) -> dict[str, Any]:
     """Per variant: the headline numbers of every seed and their mean, std (ddof=1; 0 with one
     seed), min and max. Metric values are in the units of ``results.json`` (fractions, MSE)."""
     rows = []
@@ -253,9 +289,16 @@ def summarise_ablation(results: Mapping[tuple[str, int], Mapping[str, Any]], var
                 "max": float(ok.max()) if ok.size else None,
                 "n": int(ok.size),
             }
-        rows.append({"name": display_name(name), "variant": name, "objective": objective,
-                     "switches": {"S": "S" in combo, "D": "D" in combo, "A": "A" in combo},
-                     "metrics": metrics, "per_seed": per_seed})
+        rows.append(
+            {
+                "name": display_name(name),
+                "variant": name,
+                "objective": objective,
+                "switches": {"S": "S" in combo, "D": "D" in combo, "A": "A" in combo},
+                "metrics": metrics,
+                "per_seed": per_seed,
+            }
+        )
     return {"variants": rows, "seeds": list(seeds), "goals": _goals(rows)}
 
 
@@ -326,8 +369,10 @@ def ablation_table(summary: Mapping[str, Any], title: str | None = None) -> str:
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     seeds = summary.get("seeds", [])
     lines.append("")
-    lines.append(f"Mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
-                 "– = not applicable (no moving domain, no returning domain, ...).")
+    lines.append(
+        f"Mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
+        "– = not applicable (no moving domain, no returning domain, ...)."
+    )
     return "\n".join(lines)
 
 

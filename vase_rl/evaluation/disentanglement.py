@@ -25,7 +25,8 @@ the achievable score below 1.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,9 +71,7 @@ def discretize(column: np.ndarray, num_bins: int) -> np.ndarray:
 def _resolve_discrete(factors: np.ndarray, discrete_factors: bool | Sequence[bool] | None) -> np.ndarray:
     num_factors = factors.shape[1]
     if discrete_factors is None:
-        return np.array(
-            [np.unique(factors[:, k]).size <= MAX_DISCRETE_VALUES for k in range(num_factors)], dtype=bool
-        )
+        return np.array([np.unique(factors[:, k]).size <= MAX_DISCRETE_VALUES for k in range(num_factors)], dtype=bool)
     if isinstance(discrete_factors, (bool, np.bool_)):
         return np.full(num_factors, bool(discrete_factors))
     flags = np.asarray(discrete_factors, dtype=bool).reshape(-1)
@@ -235,7 +234,9 @@ def dci_from_importance(importance: Any) -> dict[str, Any]:
 _METHODS = ("random_forest", "gradient_boosting", "lasso")
 
 
-def _fit_one(method: str, discrete: bool, x_tr, y_tr, x_te, y_te, *, random_state, n_estimators, max_depth, lasso_alpha):
+def _fit_one(
+    method: str, discrete: bool, x_tr, y_tr, x_te, y_te, *, random_state, n_estimators, max_depth, lasso_alpha
+):
     """Fit one predictor; return (importance over latents, train score, test score)."""
     try:
         from sklearn import ensemble, linear_model
@@ -253,8 +254,9 @@ def _fit_one(method: str, discrete: bool, x_tr, y_tr, x_te, y_te, *, random_stat
 
     if method == "random_forest":
         cls = ensemble.RandomForestClassifier if discrete else ensemble.RandomForestRegressor
-        model = cls(n_estimators=n_estimators, max_depth=max_depth, max_features=None,
-                    random_state=random_state, n_jobs=1)
+        model = cls(
+            n_estimators=n_estimators, max_depth=max_depth, max_features=None, random_state=random_state, n_jobs=1
+        )
     else:
         cls = ensemble.GradientBoostingClassifier if discrete else ensemble.GradientBoostingRegressor
         model = cls(n_estimators=n_estimators, max_depth=3, random_state=random_state)
@@ -262,7 +264,7 @@ def _fit_one(method: str, discrete: bool, x_tr, y_tr, x_te, y_te, *, random_stat
         # class labels as integer codes: scikit-learn rejects float targets it reads as
         # continuous ("Unknown label type"), e.g. a factor with 8 distinct float positions
         codes = np.unique(np.concatenate([y_tr, y_te]), return_inverse=True)[1].reshape(-1)
-        y_tr, y_te = codes[: len(y_tr)], codes[len(y_tr):]
+        y_tr, y_te = codes[: len(y_tr)], codes[len(y_tr) :]
     if discrete and np.unique(y_tr).size < 2:
         # a classifier cannot be fitted on a single class: no latent carries information
         return np.zeros(x_tr.shape[1]), 1.0, float(np.mean(y_te == y_tr[0]))
@@ -339,8 +341,15 @@ def dci_scores(
     train_scores, test_scores = np.zeros(num_factors), np.zeros(num_factors)
     for k in range(num_factors):
         imp, s_tr, s_te = _fit_one(
-            method, bool(flags[k]), z[tr], v[tr, k], z[te], v[te, k],
-            random_state=random_state, n_estimators=n_estimators, max_depth=max_depth,
+            method,
+            bool(flags[k]),
+            z[tr],
+            v[tr, k],
+            z[te],
+            v[te, k],
+            random_state=random_state,
+            n_estimators=n_estimators,
+            max_depth=max_depth,
             lasso_alpha=lasso_alpha,
         )
         total = imp.sum()

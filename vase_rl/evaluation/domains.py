@@ -181,8 +181,14 @@ def reidentification(pred: Any, true: Any) -> dict[str, Any]:
             expected = _majority(np.concatenate(seen[dom]))
             got = _majority(run)
             returns.append(
-                {"domain": dom, "start": int(a), "stop": int(b), "expected_id": expected,
-                 "predicted_id": got, "correct": bool(expected == got)}
+                {
+                    "domain": dom,
+                    "start": int(a),
+                    "stop": int(b),
+                    "expected_id": expected,
+                    "predicted_id": got,
+                    "correct": bool(expected == got),
+                }
             )
         seen.setdefault(dom, []).append(run)
     n_ok = sum(r["correct"] for r in returns)

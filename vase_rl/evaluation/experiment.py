@@ -34,8 +34,9 @@ import os
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,8 +162,15 @@ def _make_stream(sequence, batch_size, seed, steps_per_domain, config: VASEConfi
     c, h, w = config.image_shape
     if h != w:
         raise ValueError(f"the sprite streams render square images; config.image_shape is {config.image_shape}")
-    return make_stream(sequence, batch_size=batch_size, seed=seed, steps_per_domain=steps_per_domain,
-                       image_size=h, channels=c, family_seed=family_seed)
+    return make_stream(
+        sequence,
+        batch_size=batch_size,
+        seed=seed,
+        steps_per_domain=steps_per_domain,
+        image_size=h,
+        channels=c,
+        family_seed=family_seed,
+    )
 
 
 def _factor_columns() -> dict[str, int]:
@@ -264,9 +272,24 @@ def _latents_in_chunks(learner: VASE, images: np.ndarray, gen: torch.Generator, 
 # the runner
 
 
-def _settings(sequence, steps_per_domain, seed, batch_size, probe_every, probe_batch_size, eval_every,
-              eval_size, refit, refit_steps, refit_size, checkpoint_every, family_seed, boundary_tolerance,
-              device, progress) -> dict[str, Any]:
+def _settings(
+    sequence,
+    steps_per_domain,
+    seed,
+    batch_size,
+    probe_every,
+    probe_batch_size,
+    eval_every,
+    eval_size,
+    refit,
+    refit_steps,
+    refit_size,
+    checkpoint_every,
+    family_seed,
+    boundary_tolerance,
+    device,
+    progress,
+) -> dict[str, Any]:
     return {
         "sequence": [list(i) if isinstance(i, tuple) else i for i in sequence],
         "steps_per_domain": int(steps_per_domain),
@@ -350,9 +373,16 @@ def run_experiment(
         raise TypeError(f"config must be a VASEConfig, got {type(config).__name__}")
     seq = parse_sequence(sequence)
     batch_size = config.batch_size if batch_size is None else batch_size
-    _check_positive(steps_per_domain=steps_per_domain, batch_size=batch_size, probe_every=probe_every,
-                    probe_batch_size=probe_batch_size, eval_every=eval_every, eval_size=eval_size,
-                    refit_steps=refit_steps, refit_size=refit_size)
+    _check_positive(
+        steps_per_domain=steps_per_domain,
+        batch_size=batch_size,
+        probe_every=probe_every,
+        probe_batch_size=probe_batch_size,
+        eval_every=eval_every,
+        eval_size=eval_size,
+        refit_steps=refit_steps,
+        refit_size=refit_size,
+    )
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (VASE fits a Gaussian to each batch)")
     if checkpoint_every < 0:
@@ -364,9 +394,24 @@ def run_experiment(
     tol = max(5, shortest // 10) if boundary_tolerance is None else int(boundary_tolerance)
     if tol < 0:
         raise ValueError(f"boundary_tolerance must be >= 0, got {boundary_tolerance}")
-    settings = _settings(seq, steps_per_domain, seed, batch_size, probe_every, probe_batch_size, eval_every,
-                         eval_size, refit, refit_steps, refit_size, checkpoint_every, family_seed, tol, device,
-                         progress)
+    settings = _settings(
+        seq,
+        steps_per_domain,
+        seed,
+        batch_size,
+        probe_every,
+        probe_batch_size,
+        eval_every,
+        eval_size,
+        refit,
+        refit_steps,
+        refit_size,
+        checkpoint_every,
+        family_seed,
+        tol,
+        device,
+        progress,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / v for k, v in RUN_FILES.items()}
@@ -382,7 +427,13 @@ def run_experiment(
     gen = torch.Generator().manual_seed(int(seed) + 99991)  # noise for the S-off mask inference
     state = _load_checkpoint(files["checkpoint"], device) if resume and files["checkpoint"].is_file() else None
     if state is not None:
-        learner, tracker, history, start, elapsed = state["learner"], state["tracker"], state["history"], state["step"], state["elapsed"]
+        learner, tracker, history, start, elapsed = (
+            state["learner"],
+            state["tracker"],
+            state["history"],
+            state["step"],
+            state["elapsed"],
+        )
         gen.set_state(state["generator"])
     else:
         learner = VASE(config, seed=seed, device=device)
@@ -419,11 +470,13 @@ def run_experiment(
             if bar is not None:
                 bar.update(1)
                 if t % 10 == 0 and not stats.get("skipped"):
-                    bar.set_postfix(dom=f"{stats['domain']}/{batch.domain}", n_dom=stats["num_domains"],
-                                    loss=f"{stats['loss']:.1f}")
+                    bar.set_postfix(
+                        dom=f"{stats['domain']}/{batch.domain}", n_dom=stats["num_domains"], loss=f"{stats['loss']:.1f}"
+                    )
             if checkpoint_every and (t + 1) % checkpoint_every == 0 and t + 1 < len(stream):
-                _save_checkpoint(files["checkpoint"], learner, tracker, history, t + 1,
-                                 elapsed + time.perf_counter() - t0, gen)
+                _save_checkpoint(
+                    files["checkpoint"], learner, tracker, history, t + 1, elapsed + time.perf_counter() - t0, gen
+                )
             if step_callback is not None and step_callback(t, stats) is False:
                 stopped = t + 1
                 break
@@ -446,8 +499,21 @@ def run_experiment(
     return json.loads(json.dumps(to_jsonable(results)))
 
 
-_HISTORY_KEYS = ("step", "true_domain", "domain", "candidate", "event", "num_domains", "loss", "recon", "kl",
-                 "capacity", "active_latents", "used_latents", "atypicality")
+_HISTORY_KEYS = (
+    "step",
+    "true_domain",
+    "domain",
+    "candidate",
+    "event",
+    "num_domains",
+    "loss",
+    "recon",
+    "kl",
+    "capacity",
+    "active_latents",
+    "used_latents",
+    "atypicality",
+)
 
 
 def _append_history(h: dict[str, list], t: int, batch, stats: dict[str, Any], learner: VASE) -> None:
@@ -496,11 +562,13 @@ def _check_same_experiment(path: Path, settings: dict, config: VASEConfig) -> No
     if diff:
         raise ValueError(
             f"{path.parent} holds a different experiment (differs in: {', '.join(diff)}); use another output "
-            "folder, or start over with resume=False (--fresh)")
+            "folder, or start over with resume=False (--fresh)"
+        )
 
 
-def _save_checkpoint(path: Path, learner: VASE, tracker: ProbeTracker, history: dict, step: int, elapsed: float,
-                     gen: torch.Generator) -> None:
+def _save_checkpoint(
+    path: Path, learner: VASE, tracker: ProbeTracker, history: dict, step: int, elapsed: float, gen: torch.Generator
+) -> None:
     state = {
         "format": _CHECKPOINT_FORMAT,
         "step": int(step),
@@ -540,12 +608,26 @@ def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
     learner = VASE.from_state_dict(state["learner"], device=device, source=str(path))
     ts = state["tracker"]
     cfg = ts["config"]
-    tracker = ProbeTracker(cfg["latent_dim"], hidden=cfg["hidden"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                           seed=cfg["seed"], eval_every=cfg["eval_every"], refit=cfg["refit"],
-                           refit_steps=cfg["refit_steps"], device=device)
+    tracker = ProbeTracker(
+        cfg["latent_dim"],
+        hidden=cfg["hidden"],
+        lr=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+        eval_every=cfg["eval_every"],
+        refit=cfg["refit"],
+        refit_steps=cfg["refit_steps"],
+        device=device,
+    )
     tracker.load_state_dict(ts)
-    return {"learner": learner, "tracker": tracker, "history": state["history"], "step": int(state["step"]),
-            "elapsed": float(state["elapsed"]), "generator": state["generator"]}
+    return {
+        "learner": learner,
+        "tracker": tracker,
+        "history": state["history"],
+        "step": int(state["step"]),
+        "elapsed": float(state["elapsed"]),
+        "generator": state["generator"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,8 +699,13 @@ def _disentanglement(z: np.ndarray, factors: np.ndarray, seed: int) -> dict[str,
     # identity factors are categorical (integer codes); the others are ordinal and scored as
     # continuous, whatever their number of grid values
     discrete = [n in _CATEGORICAL_FACTORS for n in names]
-    v = np.stack([np.unique(factors[:, j], return_inverse=True)[1].astype(np.float64) if disc else factors[:, j]
-                  for j, disc in zip(keep, discrete)], axis=1)
+    v = np.stack(
+        [
+            np.unique(factors[:, j], return_inverse=True)[1].astype(np.float64) if disc else factors[:, j]
+            for j, disc in zip(keep, discrete)
+        ],
+        axis=1,
+    )
     out: dict[str, Any] = {"factors": names}
     try:
         m = mig_scores(z, v, discrete_factors=discrete)
@@ -656,8 +743,16 @@ def _latent_usage(learner: VASE) -> dict[str, Any]:
     }
 
 
-def summarise_run(settings: dict, config: VASEConfig, stream, history: dict, tracker: ProbeTracker,
-                  learner: VASE, final: dict, elapsed: float) -> dict[str, Any]:
+def summarise_run(
+    settings: dict,
+    config: VASEConfig,
+    stream,
+    history: dict,
+    tracker: ProbeTracker,
+    learner: VASE,
+    final: dict,
+    elapsed: float,
+) -> dict[str, Any]:
     """The results dict of a finished run (see :func:`run_experiment`)."""
     segments = [Segment(s.name, s.start, s.stop) for s in stream.segments]
     out: dict[str, Any] = {
@@ -667,8 +762,12 @@ def summarise_run(settings: dict, config: VASEConfig, stream, history: dict, tra
         "domain_names": list(stream.domain_names),
         "num_steps": len(stream),
         "wall_time_s": round(float(elapsed), 2),
-        "switches": {"S": config.domain_inference, "D": config.dreaming, "A": config.atypicality_mask,
-                     "objective": config.objective},
+        "switches": {
+            "S": config.domain_inference,
+            "D": config.dreaming,
+            "A": config.atypicality_mask,
+            "objective": config.objective,
+        },
     }
     for task in (OBJECT_TASK, POSITION_TASK):
         if task in tracker.tasks():
@@ -680,16 +779,29 @@ def summarise_run(settings: dict, config: VASEConfig, stream, history: dict, tra
     out["domain_inference"] = {
         "enabled": config.domain_inference,
         "tolerance": tol,
-        "boundary": {k: b[k] for k in ("precision", "recall", "f1", "mean_delay", "num_true", "num_pred",
-                                       "num_matched", "missed", "false_alarms")},
+        "boundary": {
+            k: b[k]
+            for k in (
+                "precision",
+                "recall",
+                "f1",
+                "mean_delay",
+                "num_true",
+                "num_pred",
+                "num_matched",
+                "missed",
+                "false_alarms",
+            )
+        },
         "agreement": domain_agreement(pred, true),
         "reidentification": reidentification(pred, true),
         "num_domains": learner.num_domains,
         "final_assignment": {n: r["assigned_domain"] for n, r in final["per_domain"].items()},
     }
     out["latent_usage"] = final["latent_usage"]
-    out["disentanglement"] = {n: {k: v for k, v in r.items() if k != "assigned_domain"}
-                              for n, r in final["per_domain"].items()}
+    out["disentanglement"] = {
+        n: {k: v for k, v in r.items() if k != "assigned_domain"} for n, r in final["per_domain"].items()
+    }
     tail = max(1, min(50, len(history["recon"])))
     recon = [v for v in history["recon"][-tail:] if v is not None]
     out["final_recon"] = float(np.mean(recon)) if recon else None
@@ -709,7 +821,8 @@ def _task_summary(tracker: ProbeTracker, task: str, segments: list[Segment], hig
         # paper_forgetting: best during - worst after (accuracy); worst after - best during (mse)
         s["forgetting"] = tracker.forgetting(task, segments)
         s["forgetting_per_domain"] = paper_forgetting_per_domain(
-            curves, segments, steps=steps, higher_is_better=higher, skip_missing=True)
+            curves, segments, steps=steps, higher_is_better=higher, skip_missing=True
+        )
     except ValueError:
         s["forgetting"] = None
     s["change"] = None if s.get("forgetting") is None else (-s["forgetting"] if higher else s["forgetting"])
@@ -726,10 +839,12 @@ def _task_summary(tracker: ProbeTracker, task: str, segments: list[Segment], hig
     if any(r["task"] == task and r["refit"] for r in tracker.records):
         rsteps, rcurves = tracker.curves(task, refit=True)
         try:
-            s["refit_forgetting"] = paper_forgetting(rcurves, segments, steps=rsteps, higher_is_better=higher,
-                                                     skip_missing=True)
-            s["refit_best"] = paper_max_accuracy(rcurves, segments, steps=rsteps, higher_is_better=higher,
-                                                 skip_missing=True)
+            s["refit_forgetting"] = paper_forgetting(
+                rcurves, segments, steps=rsteps, higher_is_better=higher, skip_missing=True
+            )
+            s["refit_best"] = paper_max_accuracy(
+                rcurves, segments, steps=rsteps, higher_is_better=higher, skip_missing=True
+            )
         except ValueError:
             s["refit_forgetting"] = None
         s["refit_matrix"] = accuracy_matrix(rcurves, segments, steps=rsteps, skip_missing=True)
@@ -754,6 +869,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         if p.suffix == ".json" and p.is_file():
             out[key] = json.loads(p.read_text())
     if "experiment" not in out:
-        raise FileNotFoundError(f"{d} is not a run folder (no {RUN_FILES['experiment']}); create one with "
-                                "`vase-rl train --out DIR`")
+        raise FileNotFoundError(
+            f"{d} is not a run folder (no {RUN_FILES['experiment']}); create one with `vase-rl train --out DIR`"
+        )
     return out

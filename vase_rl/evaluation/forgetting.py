@@ -23,7 +23,8 @@ errors such as MSE with ``higher_is_better=False``: "forgetting" is then the ris
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -150,7 +151,9 @@ def _curves(curves: Any) -> dict[Any, np.ndarray]:
     return out
 
 
-def _prepare(curves: Any, segments: Any, steps: Any, skip_missing: bool = False) -> tuple[dict, list[Segment], np.ndarray]:
+def _prepare(
+    curves: Any, segments: Any, steps: Any, skip_missing: bool = False
+) -> tuple[dict, list[Segment], np.ndarray]:
     cv = _curves(curves)
     n = next(iter(cv.values())).size
     st = np.arange(n) if steps is None else to_numpy(steps, "steps").reshape(-1)

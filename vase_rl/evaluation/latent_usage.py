@@ -17,8 +17,9 @@ three domains: that is :attr:`LatentUsage.num_in_use`.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -22,8 +22,9 @@ never changes the caller's backend or global state. Every function returns the w
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -242,8 +243,15 @@ def _segments_background(ax, segments: Sequence[Sequence[Any]] | None, label: bo
         if start > 0:
             ax.axvline(start, color="black", lw=0.8, ls="--", zorder=1)
         if label:
-            ax.text((start + stop) / 2, 1.0, str(name), transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=7)
+            ax.text(
+                (start + stop) / 2,
+                1.0,
+                str(name),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
 
 
 def plot_atypicality(
@@ -271,7 +279,9 @@ def plot_atypicality(
     x = np.arange(arr.shape[0]) if steps is None else np.asarray(steps)
     two = inferred is not None
     fig = _figure(9, 5.2 if two else 3.4)
-    axes = fig.subplots(2 if two else 1, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.2]} if two else None)[:, 0]
+    axes = fig.subplots(
+        2 if two else 1, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1.2]} if two else None
+    )[:, 0]
     ax = axes[0]
     _segments_background(ax, segments)
     cmap = _cmap("tab20")
@@ -285,7 +295,9 @@ def plot_atypicality(
     ax.set_yscale("log")
     ax.set_ylabel("atypicality α_n")
     ax.set_xlim(x[0], x[-1])
-    ax.legend(fontsize=6, ncol=max(1, arr.shape[1] // 8 + 1), loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.legend(
+        fontsize=6, ncol=max(1, arr.shape[1] // 8 + 1), loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False
+    )
     if title:
         ax.set_title(title, fontsize=9, pad=12)
     if two:
@@ -376,8 +388,9 @@ def plot_probe_curves(
     return _save(fig, path)
 
 
-def plot_ablation(summary: Mapping[str, Any], path: str | os.PathLike, *, metric: str = "object_id_change",
-                  title: str | None = None) -> Path:
+def plot_ablation(
+    summary: Mapping[str, Any], path: str | os.PathLike, *, metric: str = "object_id_change", title: str | None = None
+) -> Path:
     """Bars of one aggregated metric per variant of an ablation summary (mean, error bar = spread)."""
     rows = summary.get("variants") if isinstance(summary, Mapping) else None
     if not rows:
@@ -388,8 +401,12 @@ def plot_ablation(summary: Mapping[str, Any], path: str | os.PathLike, *, metric
     scale = 100.0 if metric.startswith("object_id") or metric.startswith("refit") else 1.0
     fig = _figure(1.5 + 0.7 * len(rows), 3.2)
     ax = fig.subplots()
-    colours = ["#2ca02c" if r.get("switches", {}).get("S") and r.get("switches", {}).get("D")
-               and r.get("switches", {}).get("A") else "#7f7f7f" for r in rows]
+    colours = [
+        "#2ca02c"
+        if r.get("switches", {}).get("S") and r.get("switches", {}).get("D") and r.get("switches", {}).get("A")
+        else "#7f7f7f"
+        for r in rows
+    ]
     ax.bar(range(len(rows)), means * scale, yerr=np.nan_to_num(spread) * scale, color=colours, capsize=3)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(names, rotation=40, ha="right", fontsize=7)
@@ -411,8 +428,13 @@ def _nan(v: Any) -> float:
 FIGURES = ("traversals", "reconstructions", "atypicality", "probes", "domains")
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-             which: Sequence[str] = FIGURES, num_images: int = 6, prefix: str = "") -> dict[str, Path]:
+def plot_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    which: Sequence[str] = FIGURES,
+    num_images: int = 6,
+    prefix: str = "",
+) -> dict[str, Path]:
     """Every figure of a run folder (see :data:`FIGURES`) into ``out_dir`` (default
     ``<run_dir>/figures``); returns ``{figure: path}``. Model figures need the run's final
     ``vase.pt`` (a finished run) or its checkpoint."""
@@ -433,30 +455,47 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             raise FileNotFoundError(f"{run_dir} has no {RUN_FILES['history']} (the run has not finished)")
         cfg = run.get("config", {})
         paths["atypicality"] = plot_atypicality(
-            history["atypicality"], out / f"{prefix}atypicality.png", steps=history["step"],
-            threshold=cfg.get("atypicality_threshold"), low=cfg.get("mask_threshold_low"),
-            high=cfg.get("mask_threshold_high"), segments=segments, inferred=history["domain"],
-            true=history["true_domain"], title=f"atypicality profile ({name})")
+            history["atypicality"],
+            out / f"{prefix}atypicality.png",
+            steps=history["step"],
+            threshold=cfg.get("atypicality_threshold"),
+            low=cfg.get("mask_threshold_low"),
+            high=cfg.get("mask_threshold_high"),
+            segments=segments,
+            inferred=history["domain"],
+            true=history["true_domain"],
+            title=f"atypicality profile ({name})",
+        )
     if "domains" in which and history is not None:
-        paths["domains"] = plot_domain_inference(history["domain"], history["true_domain"],
-                                                 out / f"{prefix}domains.png", segments=segments,
-                                                 title=f"domain inference ({name})")
+        paths["domains"] = plot_domain_inference(
+            history["domain"],
+            history["true_domain"],
+            out / f"{prefix}domains.png",
+            segments=segments,
+            title=f"domain inference ({name})",
+        )
     if "probes" in which:
         if "probes" not in run:
             raise FileNotFoundError(f"{run_dir} has no {RUN_FILES['probes']} (the run has not finished)")
-        paths["probes"] = plot_probe_curves(run["probes"], out / f"{prefix}probes.png", segments=segments,
-                                            title=f"probes on the latents ({name})")
+        paths["probes"] = plot_probe_curves(
+            run["probes"], out / f"{prefix}probes.png", segments=segments, title=f"probes on the latents ({name})"
+        )
     model_figs = [w for w in which if w in ("traversals", "reconstructions")]
     if model_figs:
         learner = _load_learner(Path(run_dir))
         images = _domain_images(run, learner, num_images)
         if "traversals" in which:
-            paths["traversals"] = plot_traversals(learner, images, out / f"{prefix}traversals.png",
-                                                  title=f"latent traversals ({name})")
+            paths["traversals"] = plot_traversals(
+                learner, images, out / f"{prefix}traversals.png", title=f"latent traversals ({name})"
+            )
         if "reconstructions" in which:
             paths["reconstructions"] = plot_cross_domain_reconstructions(
-                learner, images, out / f"{prefix}reconstructions.png", num_images=num_images,
-                title=f"cross-domain reconstructions ({name})")
+                learner,
+                images,
+                out / f"{prefix}reconstructions.png",
+                num_images=num_images,
+                title=f"cross-domain reconstructions ({name})",
+            )
     return paths
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,8 +99,10 @@ class LatentProbe:
         out = num_classes if num_classes is not None else regression_dim
         with _seeded(seed):
             self.net = nn.Sequential(
-                nn.Linear(latent_dim, hidden), nn.ReLU(),
-                nn.Linear(hidden, hidden), nn.ReLU(),
+                nn.Linear(latent_dim, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
                 nn.Linear(hidden, out),
             ).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
@@ -140,16 +143,17 @@ class LatentProbe:
             y = torch.as_tensor(np.asarray(targets), device=self.device)
         if self.is_classifier:
             y = y.reshape(-1)
-            if y.is_floating_point():
-                if not torch.equal(y, y.round()):
-                    raise ValueError("classification targets must be integer class ids")
+            if y.is_floating_point() and not torch.equal(y, y.round()):
+                raise ValueError("classification targets must be integer class ids")
             y = y.long()
             if y.numel() and (y.min() < 0 or y.max() >= self.config["num_classes"]):
                 raise ValueError(f"class ids must lie in [0, {self.config['num_classes']})")
         else:
             y = y.to(torch.float32).reshape(y.shape[0] if y.ndim else 1, -1)
             if y.shape[1] != self.config["regression_dim"]:
-                raise ValueError(f"regression targets must have {self.config['regression_dim']} columns, got {y.shape[1]}")
+                raise ValueError(
+                    f"regression targets must have {self.config['regression_dim']} columns, got {y.shape[1]}"
+                )
         if y.shape[0] != n:
             raise ValueError(f"got {n} latents but {y.shape[0]} targets")
         return y
@@ -234,14 +238,18 @@ class LatentProbe:
         self.num_updates = int(state["num_updates"])
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], device: str | torch.device = "cpu") -> "LatentProbe":
+    def from_state_dict(cls, state: Mapping[str, Any], device: str | torch.device = "cpu") -> LatentProbe:
         cfg = dict(state["config"])
         probe = cls(cfg.pop("latent_dim"), cfg.pop("num_classes"), device=device, **cfg)
         probe.load_state_dict(state)
         return probe
 
     def __repr__(self) -> str:
-        kind = f"num_classes={self.config['num_classes']}" if self.is_classifier else f"regression_dim={self.config['regression_dim']}"
+        kind = (
+            f"num_classes={self.config['num_classes']}"
+            if self.is_classifier
+            else f"regression_dim={self.config['regression_dim']}"
+        )
         return f"LatentProbe(latent_dim={self.config['latent_dim']}, {kind}, hidden={self.config['hidden']})"
 
 
@@ -294,16 +302,22 @@ class ProbeTracker:
         self._rng = np.random.default_rng(seed)
 
     # ---------------------------------------------------------------- setup
-    def add_probe(self, task: str, domain: Hashable, *, num_classes: int | None = None,
-                  regression_dim: int | None = None) -> LatentProbe:
+    def add_probe(
+        self, task: str, domain: Hashable, *, num_classes: int | None = None, regression_dim: int | None = None
+    ) -> LatentProbe:
         """Create the probe for ``task`` on ``domain`` (e.g. ``("object_id", 0)``)."""
         key = (task, domain)
         if key in self.probes:
             raise ValueError(f"a probe for {key} already exists")
         self._check_task_kind(task, num_classes is not None)
         probe = LatentProbe(
-            self.latent_dim, num_classes, regression_dim=regression_dim, hidden=self.hidden,
-            lr=self.lr, batch_size=self.batch_size, seed=self.seed * 7919 + len(self.probes),
+            self.latent_dim,
+            num_classes,
+            regression_dim=regression_dim,
+            hidden=self.hidden,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed * 7919 + len(self.probes),
             device=self.device,
         )
         self.probes[key] = probe
@@ -338,8 +352,9 @@ class ProbeTracker:
             losses[key] = probe.train_step(latents, targets)
         return losses
 
-    def evaluate(self, step: int, data: Batch, *, refit: bool | None = None,
-                 refit_data: Batch | None = None) -> dict[Key, float]:
+    def evaluate(
+        self, step: int, data: Batch, *, refit: bool | None = None, refit_data: Batch | None = None
+    ) -> dict[Key, float]:
         """Score every probe with data at ``step`` and record it.
 
         With ``refit`` (default: the tracker's setting), a fresh probe of the same shape is
@@ -362,16 +377,29 @@ class ProbeTracker:
                     fit_x, fit_y = _take(latents, fit_idx), _take(targets, fit_idx)
                     ev_x, ev_y = _take(latents, ev_idx), _take(targets, ev_idx)
                 fresh = LatentProbe(
-                    self.latent_dim, hidden=self.hidden, lr=self.lr, batch_size=self.batch_size,
-                    seed=int(self._rng.integers(2**31)), device=self.device, **self._spec(probe),
+                    self.latent_dim,
+                    hidden=self.hidden,
+                    lr=self.lr,
+                    batch_size=self.batch_size,
+                    seed=int(self._rng.integers(2**31)),
+                    device=self.device,
+                    **self._spec(probe),
                 )
                 fresh.fit(fit_x, fit_y, self.refit_steps)
                 value = fresh.score(ev_x, ev_y)
             else:
                 value = probe.score(latents, targets)
             scores[key] = value
-            self.records.append({"step": int(step), "task": key[0], "domain": key[1],
-                                 "metric": probe.metric, "value": float(value), "refit": refit})
+            self.records.append(
+                {
+                    "step": int(step),
+                    "task": key[0],
+                    "domain": key[1],
+                    "metric": probe.metric,
+                    "value": float(value),
+                    "refit": refit,
+                }
+            )
         return scores
 
     def update(self, step: int, train_data: Batch, eval_data: Batch | None = None) -> dict[Key, float] | None:
@@ -416,19 +444,30 @@ class ProbeTracker:
         """The VASE paper's forgetting of this task (an MSE rise for regression tasks);
         segments of domains without a probe for this task are skipped."""
         steps, curves = self.curves(task, refit)
-        return _paper_forgetting(curves, segments, steps=steps, higher_is_better=self._task_higher_is_better(task), skip_missing=True)
+        return _paper_forgetting(
+            curves, segments, steps=steps, higher_is_better=self._task_higher_is_better(task), skip_missing=True
+        )
 
     def max_score(self, task: str, segments: Any, refit: bool = False) -> float:
         """Mean over domains of the best score while training on it (paper tables' "max")."""
         steps, curves = self.curves(task, refit)
-        return _paper_max_accuracy(curves, segments, steps=steps, higher_is_better=self._task_higher_is_better(task), skip_missing=True)
+        return _paper_max_accuracy(
+            curves, segments, steps=steps, higher_is_better=self._task_higher_is_better(task), skip_missing=True
+        )
 
     # ---------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": {"latent_dim": self.latent_dim, "hidden": self.hidden, "lr": self.lr,
-                       "batch_size": self.batch_size, "seed": self.seed, "eval_every": self.eval_every,
-                       "refit": self.refit, "refit_steps": self.refit_steps},
+            "config": {
+                "latent_dim": self.latent_dim,
+                "hidden": self.hidden,
+                "lr": self.lr,
+                "batch_size": self.batch_size,
+                "seed": self.seed,
+                "eval_every": self.eval_every,
+                "refit": self.refit,
+                "refit_steps": self.refit_steps,
+            },
             "probes": [(key, p.state_dict()) for key, p in self.probes.items()],
             "records": copy.deepcopy(self.records),
             "rng": self._rng.bit_generator.state,

@@ -1,0 +1,215 @@
+"""Provenance of a result: which code, machine and command produced it.
+
+Every JSON under ``benchmarks/results/`` and every ``vase-rl`` run folder carries a
+``provenance`` block made by :func:`collect` (one helper, so the fields never drift apart):
+
+- ``commit`` / ``dirty`` / ``commit_time``: the git HEAD of the checkout and whether the working tree
+  had uncommitted changes (``None`` outside a git checkout);
+- ``versions``: Python, torch, numpy, gymnasium, stable-baselines3, kornia, vase_rl;
+- ``cpu``: model name, core count, the instruction-set flags that decide floating-point speed and
+  rounding (AVX2, AVX-512, AVX-512 BF16, AMX), torch's ``get_cpu_capability()`` and whether bf16
+  matrix work is native; ``threads``: torch's intra-op threads;
+- ``command`` / ``argv`` / ``seeds`` / ``started`` / ``wall_seconds``.
+
+:func:`write_json` adds the block and writes atomically. :func:`cpu_info` and
+:func:`machine_summary` are usable on their own (benchmarks print them under their tables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["collect", "cpu_info", "git_state", "machine_summary", "package_versions", "write_json", "Timer"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# flags that change speed or rounding of float kernels (x86 /proc/cpuinfo names)
+_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    """The CPU as it matters for results: model, cores, float-relevant flags, torch's dispatch."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and value.strip():
+                model = value.strip()
+            elif key == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "model": model,
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags),
+    }
+    try:
+        import torch
+
+        info["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - torch missing or too old
+        info["torch_capability"] = None
+    info["native_bf16"] = bool({"avx512_bf16", "amx_bf16"} & flags)
+    return info
+
+
+@lru_cache(maxsize=4)
+def git_state(root: str | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty", "commit_time"}`` of the checkout holding this package (None values
+    when it is not a git checkout, e.g. an installed wheel)."""
+    cwd = str(root or REPO_ROOT)
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "commit_time": None}
+    # dirty: a tracked file changed, or an untracked source file exists (results and run folders are not code)
+    status = git("status", "--porcelain", "--untracked-files=all") or ""
+    dirty = any(
+        not line.startswith("??") or line.rstrip().endswith((".py", ".toml", "Makefile"))
+        for line in status.splitlines()
+        if line.strip()
+    )
+    return {"commit": commit, "dirty": dirty, "commit_time": git("show", "-s", "--format=%cI", "HEAD")}
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("torch", "numpy", "gymnasium", "stable-baselines3", "kornia", "vase-rl", "scikit-learn", "ray"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _threads() -> int | None:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except Exception:  # pragma: no cover
+        return None
+
+
+def collect(
+    command: str | None = None,
+    seeds: Iterable[int] | None = None,
+    started: float | None = None,
+    argv: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The provenance block. ``command`` defaults to this process's command line; ``started`` is a
+    ``time.time()`` stamp (gives ``wall_seconds``); ``extra`` adds fields (e.g. ``jobs=2``)."""
+    argv = list(sys.argv if argv is None else argv)
+    if command is None:
+        prog = argv[0] if argv else "python"
+        with contextlib.suppress(ValueError):  # another drive on Windows
+            prog = os.path.relpath(prog, REPO_ROOT) if os.path.isabs(prog) else prog
+        command = "python " + " ".join(shlex.quote(a) for a in [prog, *argv[1:]])
+    now = time.time()
+    block: dict[str, Any] = {
+        **git_state(),
+        "command": command,
+        "argv": argv,
+        "seeds": None if seeds is None else [int(s) for s in seeds],
+        "versions": package_versions(),
+        "cpu": cpu_info(),
+        "threads": _threads(),
+        "platform": platform.platform(),
+        "finished": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": None
+        if started is None
+        else _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": None if started is None else round(now - started, 2),
+    }
+    block.update(extra)
+    return block
+
+
+def machine_summary(info: dict[str, Any] | None = None) -> str:
+    """One line for tables: ``AMD EPYC (2 CPUs, AVX512, bf16 native), torch 2.13.0, 1 thread``."""
+    cpu = cpu_info() if info is None else info.get("cpu", info)
+    versions = package_versions() if info is None else info.get("versions", {})
+    threads = _threads() if info is None else info.get("threads")
+    bf16 = "bf16 native" if cpu.get("native_bf16") else "no native bf16"
+    return (
+        f"{cpu.get('model')} ({cpu.get('logical_cpus')} CPUs, {cpu.get('torch_capability')}, {bf16}), "
+        f"torch {versions.get('torch')}, {threads} thread(s)"
+    )
+
+
+def write_json(
+    path: str | os.PathLike,
+    payload: dict[str, Any],
+    *,
+    command: str | None = None,
+    seeds: Iterable[int] | None = None,
+    started: float | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``payload`` with a ``provenance`` block (kept if the payload already has one) to
+    ``path`` atomically, creating folders. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(payload)
+    if "provenance" not in data:
+        data["provenance"] = collect(command=command, seeds=seeds, started=started, **extra)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.started`` (epoch) for :func:`collect`, ``t.seconds``."""
+
+    def __enter__(self) -> Timer:
+        self.started = time.time()
+        self._t0 = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self._t0
