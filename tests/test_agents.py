@@ -80,9 +80,10 @@ def test_callback_finds_per_env_wrappers_and_saves_checkpoints(tmp_path):
     model.learn(128, callback=callback)
     rows = read_progress(tmp_path / "log")
     assert float(rows[-1]["vase/num_updates"]) == learner.num_updates > 0
-    files = sorted(os.listdir(tmp_path / "ckpt"))
-    assert "run_vase_64_steps.pt" in files and "run_64_steps.zip" in files
-    restored = VASE.load(tmp_path / "ckpt" / "run_vase_128_steps.pt", device="cpu")
+    folders = sorted(os.listdir(tmp_path / "ckpt"))
+    assert folders == ["run_128_steps", "run_64_steps"]  # every 32 calls of 2 envs
+    assert sorted(os.listdir(tmp_path / "ckpt" / "run_64_steps")) == ["agent.zip", "stack.json", "vase.pt", "vase.pt.config.json"]
+    restored = VASE.load(tmp_path / "ckpt" / "run_128_steps" / "vase.pt", device="cpu")
     assert restored.num_updates == learner.num_updates
 
 
@@ -90,7 +91,7 @@ def test_callback_checkpoint_of_vecvase_loads_back(tmp_path):
     venv = VecVASE(sprite_venv(), CFG, device="cpu", seed=0, append_domain=True, **SMALL)
     model = small_ppo(venv)
     model.learn(64, callback=VASECallback(save_freq=32, save_path=str(tmp_path)))
-    loaded = VecVASE.load(tmp_path / "vase_vase_64_steps.pt", sprite_venv(), device="cpu")
+    loaded = VecVASE.load(tmp_path / "vase_64_steps" / "vase.pt", sprite_venv(), device="cpu")
     assert loaded.feed.append_domain and loaded.observation_space.shape == (8 + CFG.max_domains,)
     raw = venv.get_original_obs()
     np.testing.assert_array_equal(loaded.encode(raw), venv.encode(raw))

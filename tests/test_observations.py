@@ -41,7 +41,7 @@ def test_chw_float_and_odd_sizes_in_both_directions():
     assert adapter.layout == "chw"
     x = adapter.to_tensor(np.random.default_rng(1).random((4, 3, 21, 30), dtype=np.float32))
     assert x.shape == (4, 3, 16, 16) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    small = ImageObservationAdapter(u8_box((7, 7)), (1, 16, 16))  # 2-D grey, upsampled
+    small = ImageObservationAdapter(u8_box((7, 7)), (1, 16, 16), allow_small_images=True)  # 2-D grey, upsampled
     assert small.layout == "hw"
     y = small.to_tensor(np.full((1, 7, 7), 128, np.uint8))
     assert y.shape == (1, 1, 16, 16)
@@ -77,8 +77,8 @@ def test_single_observation_and_shape_mismatch():
 
 def test_ambiguous_shape_reads_hwc_unless_channels_first():
     space = u8_box((3, 8, 3))
-    assert ImageObservationAdapter(space, (1, 8, 8)).layout == "hwc"
-    assert ImageObservationAdapter(space, (1, 8, 8), channels_first=True).layout == "chw"
+    assert ImageObservationAdapter(space, (1, 8, 8), allow_small_images=True).layout == "hwc"
+    assert ImageObservationAdapter(space, (1, 8, 8), channels_first=True, allow_small_images=True).layout == "chw"
 
 
 def test_dict_space_needs_an_image_key():

@@ -96,7 +96,9 @@ def test_minigrid_dict_observations_need_and_accept_an_image_key():
     env = VASEWrapper(make_minigrid(image_only=False), CFG, device="cpu", image_key="image", learning=False)
     # MiniGrid's RGBImgObsWrapper cannot be re-made from a spec, which the close check needs
     check_env(env, skip_render_check=True, skip_close_check=True)
-    assert env.reset(seed=0)[0].shape == (8,)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"latents", "direction"} and obs["latents"].shape == (8,)  # direction passes through
+    assert obs["direction"] == env.unwrapped.agent_dir
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -255,8 +255,12 @@ def test_bad_spaces_and_arguments_raise_documented_errors():
         VASEWrapper(gym.make("CartPole-v1"), CFG, device="cpu")
     with pytest.raises(TypeError, match="image_key"):
         VASEWrapper(OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu")
-    env = VASEWrapper(OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", image_key="image", learning=False)
+    env = VASEWrapper(
+        OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", image_key="image", learning=False, latents_only=True
+    )
     assert env.reset(seed=0)[0].shape == (8,)
+    with pytest.raises(TypeError, match="unknown option"):
+        vase_env(train_evry=2)
     with pytest.raises(ValueError, match="train_every"):
         vase_env(train_every=0)
     with pytest.raises(ValueError, match="clip"):
@@ -394,13 +398,18 @@ def test_evaluation_env_shares_a_frozen_learner():
     assert unwrap_vase(copy_env) is copy_env
 
 
-def test_vecvase_with_a_dict_observation_space():
+def test_vecvase_with_a_dict_observation_space_and_latents_only():
     venv = VecVASE(
-        DummyVecEnv([lambda: OddImageEnv((20, 24, 3), as_dict=True)] * 2), CFG, device="cpu", image_key="image", **SMALL
+        DummyVecEnv([lambda: OddImageEnv((20, 24, 3), as_dict=True)] * 2),
+        CFG,
+        device="cpu",
+        image_key="image",
+        latents_only=True,
+        **SMALL,
     )
     obs = venv.reset()
     obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
-    assert obs.shape == (2, 8)
+    assert obs.shape == (2, 8) and venv.observation_space == spaces.Box(-10.0, 10.0, (8,), np.float32)
 
 
 # ------------------------------------------------------------------------------------------
