@@ -120,17 +120,22 @@ def check_representation(model: Any, env: Any | None = None, strict: bool = True
         )
         return []
     problems = compare_fingerprints(saved, current)
-    if problems:
-        message = (
-            "this agent was trained on another representation than the one it is given: "
-            + "; ".join(problems)
-            + ". Load the VASE checkpoint saved with the agent (vase_rl.agents.load_stack does), or pass "
-            "strict=False to use the agent anyway"
-        )
-        if strict:
-            raise ValueError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    _report(problems, strict)
     return problems
+
+
+def _report(problems: list[str], strict: bool) -> None:
+    if not problems:
+        return
+    message = (
+        "this agent was trained on another representation than the one it is given: "
+        + "; ".join(problems)
+        + ". Load the VASE checkpoint saved with the agent (vase_rl.agents.load_stack does), or pass "
+        "strict=False to use the agent anyway"
+    )
+    if strict:
+        raise ValueError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def save_stack(path: str | os.PathLike, model: Any = None, env: Any = None) -> Path:
@@ -253,6 +258,8 @@ def load_stack(
             "its class's load"
         )
     env: VecEnv = VecVASE.load(folder / manifest["vase"], venv, device=device, training=training)
+    if manifest.get("fingerprint") is not None:  # before the layers above, which would fail on other shapes
+        _report(compare_fingerprints(manifest["fingerprint"], env.representation_fingerprint()), strict)
     for layer in manifest["layers"]:
         kind = layer.get("type")
         if kind == "VecNormalize":

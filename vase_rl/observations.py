@@ -391,7 +391,7 @@ class ImageObservationAdapter:
         elif x.data_ptr() == t.data_ptr():
             x = x.clone()  # never hand back (a view of) the caller's tensor
         if needs_clamp or integer and scale * 255.0 > 1.0 + 1e-6:
-            x = x.clamp_(0.0, 1.0)
+            x = x.clamp(0.0, 1.0)  # not in place: x may be an expanded (grey -> RGB) view
         return x.contiguous()
 
     def __repr__(self) -> str:
