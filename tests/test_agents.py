@@ -258,7 +258,7 @@ def test_finding7_the_ppo_on_latents_env_freezes_every_layer():
     env.training = True
     assert vase.training
     frozen_first = ppo_on_latents(
-        VecVASE(sprite_venv(), CFG, device="cpu", training=False), ppo_kwargs=dict(n_steps=16)
+        VecVASE(sprite_venv(), CFG, device="cpu", training=False), ppo_kwargs=dict(n_steps=16, batch_size=16)
     )
     assert not unwrap_vase(frozen_first.get_env()).training  # building the normaliser leaves a frozen VecVASE frozen
 
