@@ -281,3 +281,19 @@ def test_ppo_on_latents_with_dict_observations_uses_multi_input_policy():
     assert model.get_env().norm_obs_keys == ["latents"]
     model.learn(32)
     assert model.num_timesteps >= 32
+
+
+def test_features_extractor_appends_the_other_dict_entries(tmp_path):
+    learner, path = trained_learner_file(tmp_path)
+    space = gym.spaces.Dict(
+        {"image": gym.spaces.Box(0, 255, (1, 32, 32), np.uint8), "direction": gym.spaces.Discrete(4)}
+    )
+    extractor = VASEFeaturesExtractor(space, str(path), image_key="image")
+    assert extractor.features_dim == 8 + 4
+    frames = torch.rand(3, 1, 32, 32)
+    direction = torch.nn.functional.one_hot(torch.tensor([0, 2, 3]), 4).float()  # as SB3 preprocesses Discrete
+    out = extractor({"image": frames, "direction": direction})
+    np.testing.assert_allclose(out[:, :8].numpy(), learner.encode(torch.nn.functional.avg_pool2d(frames, 2)), atol=1e-5)
+    assert torch.equal(out[:, 8:], direction)
+    only = VASEFeaturesExtractor(space, str(path), image_key="image", latents_only=True)
+    assert only.features_dim == 8 and only({"image": frames, "direction": direction}).shape == (3, 8)

@@ -523,6 +523,17 @@ def test_finding4_dict_entries_pass_through_beside_the_latents():
     model.learn(32)
     assert model.num_timesteps >= 32
 
+    vector = VASEVectorWrapper(
+        gym.vector.SyncVectorEnv([lambda: OddImageEnv((16, 16, 1), as_dict=True)] * 3),
+        CFG,
+        device="cpu",
+        image_key="image",
+    )
+    obs, _ = vector.reset(seed=0)
+    obs, *_ = vector.step(np.zeros(3, dtype=np.int64))
+    assert obs["latents"].shape == (3, 8) and list(obs["step"]) == [1, 1, 1]
+    assert vector.observation_space.contains(obs)
+
 
 def test_finding7_a_learning_setter_on_every_wrapper_and_a_freeze_of_the_whole_stack():
     from gymnasium.wrappers import NormalizeObservation
