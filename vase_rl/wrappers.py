@@ -321,12 +321,13 @@ class LatentFeed:
     def latents(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(masked posterior means, encoder hidden layer or None) of prepared frames.
 
-        Plain fp32 eager learners take a lean path (the public encoder times the cached mask:
-        the same numbers as ``VASE.encode_tensor``, without its per-call bookkeeping); compiled,
-        bf16 or channels-last learners go through ``encode_tensor``."""
+        Eager fp32 learners (contiguous or channels-last weights, as ``VASE.execution`` resolved)
+        take a lean path (the public encoder times the cached mask: the same numbers as
+        ``VASE.encode_tensor``, without its per-call bookkeeping); compiled or bf16 learners go
+        through ``encode_tensor``."""
         learner = self.learner
-        cfg = learner.config
-        if cfg.compile_inference or cfg.precision != "fp32" or cfg.channels_last:
+        execution = learner.execution
+        if execution["compile_inference"] or execution["precision"] != "fp32":
             return learner.encode_tensor(x).float(), None
         encoder = learner.encoder
         if encoder.training:
@@ -375,6 +376,7 @@ class LatentFeed:
             "used_latents": -1 if used is None else int(used.sum()),
             "capacity": float(learner.capacity),
             "skipped_updates": int(learner.skipped_updates),
+            "execution": dict(learner.execution),  # resolved precision/layout (vase_rl/precision.py)
         }
         if since is None:
             recent = [self.history[-1]] if self.history else []
