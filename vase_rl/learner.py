@@ -205,6 +205,7 @@ class VASE:
             self.encoder.to(memory_format=layout)
             self.decoder.to(memory_format=layout)
         self.execution: dict[str, Any] = execution
+        self._compiled_encoder = None  # rebuilt for the resolved precision on the next encode()
         return execution["precision"] == "bf16"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -703,7 +704,7 @@ class VASE:
     def encode_tensor(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
         """Masked posterior means for a prepared (B, C, H, W) float tensor on the learner's device."""
         self._eval_mode()
-        encoder = self._compiled() if self.execution["compile_inference"] else self.encoder
+        encoder = self._compiled()
         mu, _, _ = self._encode_net(encoder, x)
         mask = self._mask if domain is None or self.num_domains == 0 else self._domain_mask(self._check_domain(domain))
         return apply_mask(mu, mask, None)
@@ -747,12 +748,15 @@ class VASE:
         return self.decode(self.encode(batch, domain), domain)
 
     def _compiled(self) -> Callable:
+        """The encoder that ``encode`` runs (vase_rl/precision.py ``InferenceEncoder``): this
+        learner's own, or under bf16 a bf16-weight copy kept in sync with it; compiled when
+        ``execution["compile_inference"]``."""
         if self._compiled_encoder is None:
-            try:
-                self._compiled_encoder = torch.compile(self.encoder)
-            except Exception as err:  # pragma: no cover - platform dependent
-                warnings.warn(f"torch.compile failed ({err}); using the eager encoder", RuntimeWarning, stacklevel=2)
-                self._compiled_encoder = self.encoder
+            from vase_rl.precision import InferenceEncoder
+
+            self._compiled_encoder = InferenceEncoder(
+                self.encoder, bf16=self._amp_enabled, compile=self.execution["compile_inference"]
+            )
         return self._compiled_encoder
 
     # ------------------------------------------------------------------------------------

@@ -28,17 +28,24 @@ native bf16, under 0.3 s without).
 (fp32, contiguous, eager) without probing: for runs that must give the same numbers on every
 machine, and for the test suite. Explicit settings are never overridden.
 
-Tolerances: the plain fp32 layouts (``channels_last``, ``torch.compile``) change only the order
-of float operations (latents within 1e-5 of the plain path); bf16 latents are within 2e-3 of
-fp32 (measured ~5e-4, ``benchmarks/results/encode*.json``), which is the accuracy bf16 buys its
-speed with. See docs/PERFORMANCE.md for the figures behind every choice.
+``encode()`` runs the encoder through :class:`InferenceEncoder`: under bf16 it keeps a bf16 copy of
+the encoder's weights, refreshed whenever a weight changes, instead of letting autocast recast
+every weight on every call (the same numbers, and what makes bf16 pay at RL batch sizes).
+
+Tolerances (:data:`TOLERANCE`): the plain fp32 layouts (``channels_last``, ``torch.compile``)
+change only the order of float operations (latents within 1e-5 of the plain path); bf16 latents
+are within 1e-2 of fp32 (measured 1e-3 to 2.2e-3 on briefly trained networks,
+``benchmarks/results/encode_*.json``), the accuracy bf16 buys its speed with. See
+docs/PERFORMANCE.md for the figures behind every choice.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,11 +59,18 @@ __all__ = [
     "probe_bf16",
     "resolve_execution",
     "restore_execution",
+    "InferenceEncoder",
+    "TOLERANCE",
     "clear_caches",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-force")
 ENV_EXECUTION = "VASE_RL_EXECUTION"  # "plain": every "auto" option takes the plain exact path
+
+# "exact enough" for the encoder's latents: max |z - z_fp32| per precision of the path. The fp32
+# layouts only reorder float operations; bf16 keeps 8 bits of mantissa, and latents are O(1)
+# (unit prior), so 1e-2 is 1 % of the prior's spread (measured 1e-3 to 2.2e-3, docs/PERFORMANCE.md).
+TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2}
 
 # bf16 is adopted by "auto" only when the probe measures it at least this much faster than fp32.
 BF16_MIN_SPEEDUP = 1.2
@@ -343,3 +357,45 @@ def restore_execution(saved: Any, fresh: dict[str, Any]) -> dict[str, Any]:
         out["saved_precision"] = saved.get("precision")
         out["saved_device_kind"] = saved.get("device_kind")
     return out
+
+
+class InferenceEncoder:
+    """The encoder as ``encode()`` runs it: the learner's own module (fp32), or under bf16 a copy
+    whose weights are already bf16, so autocast does not recast every weight on every call (at a
+    batch of 8 frames that cast is ~10 % of the call); optionally through ``torch.compile``.
+
+    The copy is refreshed in place whenever a parameter of the learner's encoder changed (tracked
+    by tensor versions, which every optimiser step and ``load_state_dict`` bump), so it never
+    serves stale weights. Under autocast the results are identical to autocast on the fp32
+    weights: autocast would cast the same weights to bf16 before the same kernels."""
+
+    def __init__(self, encoder: torch.nn.Module, bf16: bool, compile: bool) -> None:
+        self.encoder = encoder
+        self.copy: torch.nn.Module | None = None
+        if bf16:
+            self.copy = copy.deepcopy(encoder).to(torch.bfloat16).eval().requires_grad_(False)
+            for p in self.copy.parameters():
+                p.grad = None
+        self._versions: tuple[tuple[int, int], ...] | None = None
+        module = self.copy if self.copy is not None else encoder
+        self._run: Callable = module
+        if compile:
+            try:
+                self._run = torch.compile(module)
+            except Exception as err:  # pragma: no cover - platform dependent
+                warnings.warn(f"torch.compile failed ({err}); using the eager encoder", RuntimeWarning, stacklevel=3)
+
+    def _sync(self) -> None:
+        params = list(self.encoder.parameters())
+        versions = tuple((id(p), p._version) for p in params)
+        if versions != self._versions:
+            with torch.no_grad():
+                for mine, theirs in zip(self.copy.parameters(), params):
+                    mine.copy_(theirs)
+            self._versions = tuple((id(p), p._version) for p in params)
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        if self.copy is not None:
+            self._sync()
+            self.copy.eval()
+        return self._run(x)
