@@ -40,7 +40,7 @@ from gymnasium import spaces
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_update import kind_label, path_label, replace_section, synthetic_batch  # noqa: E402
+from bench_update import bench_clock, kind_label, path_label, replace_section, synthetic_batch  # noqa: E402
 
 from vase_rl.precision import TOLERANCE  # noqa: E402  max |z - z_fp32| for "exact enough", per precision
 
@@ -78,7 +78,7 @@ def build(preset: str, variants: dict, seed: int = 0):
     return base, feeds
 
 
-def measure(feeds: dict, batch: int, shape: tuple, rounds: int) -> dict:
+def measure(feeds: dict, batch: int, shape: tuple, rounds: int, clock=time.perf_counter) -> dict:
     x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(batch))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -87,19 +87,19 @@ def measure(feeds: dict, batch: int, shape: tuple, rounds: int) -> dict:
                 feed.latents(x)
     reference = feeds["fp32"].latents(x)[0]
     # repetitions per sample: about 50 ms of the plain path
-    t0 = time.perf_counter()
+    t0 = clock()
     feeds["fp32"].latents(x)
-    reps = max(2, min(200, int(0.05 / max(time.perf_counter() - t0, 1e-6))))
+    reps = max(2, min(200, int(0.05 / max(clock() - t0, 1e-6))))
     samples: dict[str, list[float]] = {name: [] for name in feeds}
     for r in range(rounds):
         order = list(feeds) if r % 2 == 0 else list(reversed(feeds))
         for name in order:
             feed = feeds[name]
             n = reps if not name.endswith("force") else max(1, reps // 20)
-            start = time.perf_counter()
+            start = clock()
             for _ in range(n):
                 feed.latents(x)
-            samples[name].append((time.perf_counter() - start) / n / batch * 1e6)
+            samples[name].append((clock() - start) / n / batch * 1e6)
     out = {}
     plain = min(samples["fp32"])
     for name, feed in feeds.items():
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.time()
     torch.set_num_threads(args.threads)
+    clock, clock_name = bench_clock(args.threads)
     capability = device_capability(torch.device("cpu"))
     label = kind_label(capability)
     variants = dict(VARIANTS)
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_kind": label,
         "capability": capability,
         "tolerance": TOLERANCE,
+        "clock": clock_name,
+        "rounds": args.rounds,
+        "threads": args.threads,
         "load_before": list(os.getloadavg()),
         "presets": {},
     }
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg, feeds = build(preset, variants)
         results["presets"][preset] = {}
         for batch in args.batches:
-            entry = measure(feeds, batch, cfg.image_shape, args.rounds)
+            entry = measure(feeds, batch, cfg.image_shape, args.rounds, clock)
             results["presets"][preset][str(batch)] = entry
             row = ", ".join(f"{n}={v['us_per_frame']:.1f}" for n, v in entry["paths"].items())
             print(
@@ -190,7 +194,8 @@ def write_markdown(results: dict, path: Path, json_path: Path) -> None:
         f"Load average (1 min) before / after: {results['load_before'][0]:.1f} / {results['load_after'][0]:.1f} "
         f"on {os.cpu_count()} CPUs; JSON: `{shown}`",
         "",
-        "µs per frame through `LatentFeed.latents`, best of the rounds (× = speed-up over fp32; max |Δz| vs fp32).",
+        f"µs per frame through `LatentFeed.latents` ({results['clock']}, best of {results['rounds']} rounds, "
+        f"{results['threads']} torch thread(s); × = speed-up over fp32; max |Δz| vs fp32).",
         "",
     ]
     for preset, batches in results["presets"].items():
@@ -204,9 +209,10 @@ def write_markdown(results: dict, path: Path, json_path: Path) -> None:
                 p = batches[b]["paths"][name]
                 mark = "" if p["exact_enough"] else " (outside tolerance)"
                 cells.append(f"{p['us_per_frame']:.1f} ({p['speedup_vs_fp32']:.2f}×){mark}")
-            diff = max(batches[b]["paths"][name]["max_abs_diff_vs_fp32"] for b in sizes)
+            diffs = [batches[b]["paths"][name]["max_abs_diff_vs_fp32"] for b in sizes]
+            diff = "NaN latents" if any(d != d for d in diffs) else f"{max(diffs):.1e}"
             ran = batches[sizes[0]]["paths"][name]["ran_as"]
-            lines.append(f"| {name} | {ran} | " + " | ".join(cells) + f" | {diff:.1e} |")
+            lines.append(f"| {name} | {ran} | " + " | ".join(cells) + f" | {diff} |")
         best = ", ".join(
             f"batch {b}: {batches[b]['fastest_exact_enough']} (auto at {batches[b]['auto_vs_fastest']:.2f}× its time)"
             for b in sizes

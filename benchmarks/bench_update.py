@@ -146,16 +146,22 @@ def path_label(execution: dict) -> str:
     return " + ".join(parts)
 
 
-def time_updates(variants: dict, batches: list, rounds: int, steps: int) -> dict[str, list[float]]:
+def bench_clock(threads: int):
+    """The clock for timings: with one torch thread, the process's CPU time (time-slicing by other
+    processes on a shared machine is then not counted); with more, wall time."""
+    return (time.process_time, "process CPU time") if threads == 1 else (time.perf_counter, "wall time")
+
+
+def time_updates(variants: dict, batches: list, rounds: int, steps: int, clock=time.perf_counter) -> dict:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(rounds):
         order = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in order:
             v = variants[name]
-            t0 = time.perf_counter()
+            t0 = clock()
             for i in range(steps):
                 v.update(batches[(r * steps + i) % len(batches)])
-            times[name].append((time.perf_counter() - t0) / steps)
+            times[name].append((clock() - t0) / steps)
     return times
 
 
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=["cpu32", "paper64"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6, help="updates per variant per round")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: timed in process CPU time)")
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test), writes nothing unless --out")
     parser.add_argument("--force-bf16", action="store_true", help="also time precision='bf16-force' (slow off native)")
     parser.add_argument("--malloc-tuned", action="store_true", help="keep freed buffers in glibc malloc")
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     torch.set_num_threads(args.threads)
+    clock, clock_name = bench_clock(args.threads)
     malloc = tune_malloc() if args.malloc_tuned else False
     capability = device_capability(torch.device("cpu"))
     label = kind_label(capability)
@@ -208,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_kind": label,
         "capability": capability,
         "malloc_tuned": malloc,
+        "clock": clock_name,
+        "rounds": args.rounds,
+        "threads": args.threads,
         "load_before": list(os.getloadavg()),
         "presets": {},
     }
@@ -215,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, variants = make_variants(preset, 0, args.force_bf16)
         rng = np.random.default_rng(1)
         batches = [synthetic_batch(rng, cfg.batch_size, cfg.image_shape[1]) for _ in range(8)]
-        times = time_updates(variants, batches, args.rounds, args.steps)
+        times = time_updates(variants, batches, args.rounds, args.steps, clock)
         best = {k: min(v) for k, v in times.items()}  # best round: the least disturbed by other processes
         base = best["a_beta_vae"]
         results["presets"][preset] = {
@@ -254,7 +264,9 @@ def write_markdown(results: dict, path: Path, json_path: Path | None) -> None:
         f"Load average (1 min) before / after: {results['load_before'][0]:.1f} / {results['load_after'][0]:.1f} "
         f"on {os.cpu_count()} CPUs" + (f"; JSON: `{json_path}`" if json_path else ""),
         "",
-        "| preset | variant | ran as | ms / update (best round) | × plain β-VAE |",
+        f"Times: {results['clock']} per update, best of {results['rounds']} rounds, {results['threads']} torch thread(s)",
+        "",
+        "| preset | variant | ran as | ms / update | × plain β-VAE |",
         "|---|---|---|---:|---:|",
     ]
     for preset, entry in results["presets"].items():
@@ -279,8 +291,10 @@ def write_markdown(results: dict, path: Path, json_path: Path | None) -> None:
 
 def replace_section(path: Path, name: str, table: str, title: str) -> None:
     """Put ``table`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``; a new
-    section (with ``title``) goes before ``<!-- new-sections-above -->`` or at the end."""
-    start, end, anchor = f"<!-- {name}:start -->", f"<!-- {name}:end -->", "<!-- new-sections-above -->"
+    section (with ``title``) goes before ``<!-- <bench>:new-kinds-above -->`` (``<bench>``: the part
+    of ``name`` before the colon) or at the end."""
+    anchor = f"<!-- {name.split(':')[0]}:new-kinds-above -->"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text() if path.exists() else "# Performance\n\n"
     block = start + "\n" + table + end
     if start in text and end in text:

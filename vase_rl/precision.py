@@ -76,8 +76,11 @@ TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2}
 BF16_MIN_SPEEDUP = 1.2
 
 # channels_last / torch.compile per device kind, adopted by "auto" only where measured faster
-# (docs/PERFORMANCE.md: benchmarks/results/update*.json and encode*.json). Kinds absent here were
-# never measured and get the plain path.
+# (docs/PERFORMANCE.md; benchmarks/results/{update,encode}_cpu-avx512_bf16.json and, on the same
+# machine with AVX2 emulated, *_cpu-avx2-emulated.json). channels_last: update with dreaming
+# 1.11-1.19x, frozen encoder 1.04-2.0x faster on both kinds. torch.compile: encoder 0.79-1.08x
+# (no gain), and NaN latents under the AVX2 emulation. Kinds absent here were never measured and
+# get the plain path.
 MEASURED_LAYOUT: dict[str, dict[str, bool]] = {
     "cpu:avx512_bf16": {"channels_last": True, "compile_inference": False},
     "cpu:avx2": {"channels_last": True, "compile_inference": False},
