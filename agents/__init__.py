@@ -3,13 +3,17 @@
 * :class:`VASECallback` — ``vase/*`` scalars through SB3's logger, learner checkpoints;
 * :class:`VASEFeaturesExtractor` — a frozen VASE encoder (loaded from a path) inside a policy;
 * :func:`ppo_on_latents` — PPO on :class:`~vase_rl.wrappers.VecVASE` latents in one call;
+* :func:`save_stack` / :func:`load_stack` — the whole stack (VecVASE + VecNormalize + agent) in
+  one call each, with a fingerprint of the representation stored with the agent and checked;
 * :mod:`vase_rl.agents.real_envs` — ALE Atari (incl. a game-switching sequence) and MiniGrid
-  pixel environments (optional extras ``atari`` / ``minigrid``).
+  pixel environments with recipes (image size, colour) per environment (optional extras
+  ``atari`` / ``minigrid``).
 """
 
 from .callbacks import EpisodeReturns, VASECallback, find_vec_vase
 from .features import VASEFeaturesExtractor
-from .ppo import DEFAULT_PPO_KWARGS, ppo_on_latents
+from .ppo import DEFAULT_PPO_KWARGS, VecNormalizeLatents, ppo_on_latents
+from .stack import LoadedStack, check_representation, load_stack, save_stack
 
 __all__ = [
     "VASECallback",
@@ -17,12 +21,17 @@ __all__ = [
     "VASEFeaturesExtractor",
     "ppo_on_latents",
     "DEFAULT_PPO_KWARGS",
+    "VecNormalizeLatents",
     "find_vec_vase",
+    "save_stack",
+    "load_stack",
+    "LoadedStack",
+    "check_representation",
 ]
 
 
 def __getattr__(name: str):
-    if name in ("AtariGameSequence", "make_atari", "make_minigrid"):
+    if name in ("AtariGameSequence", "make_atari", "make_minigrid", "RECIPES", "recipe", "EnvRecipe"):
         from . import real_envs
 
         return getattr(real_envs, name)

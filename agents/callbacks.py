@@ -12,9 +12,17 @@ once per rollout (``_on_rollout_end``, so the values land in that iteration's lo
   ``max_domains`` (domain-inference decisions since the last log);
 * ``vase/active_latents``, ``vase/used_latents``, ``vase/num_updates``, ``vase/frames_seen``.
 
-With ``save_freq > 0`` it writes ``{save_path}/{name_prefix}_vase_{steps}_steps.pt`` every
-``save_freq`` calls (as ``CheckpointCallback`` counts them), and with ``save_model=True`` the
-agent beside it as ``{name_prefix}_{steps}_steps.zip``. Nothing here needs tensorboard, tqdm or rich.
+With ``save_freq > 0`` it saves the whole stack every ``save_freq`` calls (as
+``CheckpointCallback`` counts them) into the folder ``{save_path}/{name_prefix}_{steps}_steps/``
+with :func:`vase_rl.agents.stack.save_stack`: the learner (``vase.pt``), the statistics of every
+``VecNormalize`` above it, and the agent (``agent.zip``, unless ``save_model=False``);
+:func:`vase_rl.agents.stack.load_stack` restores it as trained.
+
+The callback also keeps the representation's fingerprint on the model (``model.vase_fingerprint``,
+updated at each rollout end and at the end of training), so a plain ``model.save`` carries it,
+and at the start of training it refuses an agent whose stored fingerprint does not match the
+representation it is given (``check_representation=False`` turns that into a warning).
+Nothing here needs tensorboard, tqdm or rich.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from vase_rl.wrappers import VASEWrapper, VecVASE, find_vec_vase_in
 
+from .stack import FINGERPRINT_ATTRIBUTE, attach_fingerprint, save_stack
+from .stack import check_representation as _check_representation
+
 __all__ = ["VASECallback", "EpisodeReturns", "find_vec_vase"]
 
 
@@ -35,15 +46,17 @@ find_vec_vase = find_vec_vase_in
 
 
 class VASECallback(BaseCallback):
-    """Log VASE's training scalars under ``vase/`` and optionally checkpoint the learner.
+    """Log VASE's training scalars under ``vase/`` and optionally checkpoint the whole stack.
 
     Args:
         log_freq: log every ``log_freq`` rollouts (0 disables logging).
         save_freq: save every ``save_freq`` callback calls (0: never). With n envs, one call
             is n environment steps, as in SB3's ``CheckpointCallback``.
         save_path: folder for the checkpoints (required when ``save_freq > 0``).
-        name_prefix: file name prefix.
-        save_model: also save the agent (``model.save``) at each checkpoint.
+        name_prefix: prefix of each checkpoint folder's name.
+        save_model: save the agent in each checkpoint too (default; ``False``: env layers only).
+        check_representation: at the start of training, refuse an agent whose stored fingerprint
+            does not match the env's representation (``False``: warn).
         verbose: 1 prints where checkpoints go.
     """
 
@@ -53,7 +66,8 @@ class VASECallback(BaseCallback):
         save_freq: int = 0,
         save_path: str | None = None,
         name_prefix: str = "vase",
-        save_model: bool = False,
+        save_model: bool = True,
+        check_representation: bool = True,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -66,6 +80,7 @@ class VASECallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.save_model = bool(save_model)
+        self.check_representation = bool(check_representation)
         self._vec: VecVASE | None = None
         self._per_env = False
         self._last_update: int | None = None
@@ -86,11 +101,19 @@ class VASECallback(BaseCallback):
             print("VASECallback: no VecVASE or VASEWrapper found in the training env; nothing to log")
         if self.save_path is not None and self.save_freq > 0:
             os.makedirs(self.save_path, exist_ok=True)
+        if self.found and getattr(self.model, FINGERPRINT_ATTRIBUTE, None) is not None:
+            _check_representation(self.model, env, strict=self.check_representation)
 
     def _on_rollout_end(self) -> None:
         self._rollouts += 1
         if self.log_freq and self._rollouts % self.log_freq == 0:
             self.log_stats()
+        if self.found:
+            attach_fingerprint(self.model, self.training_env)
+
+    def _on_training_end(self) -> None:
+        if self.found:
+            attach_fingerprint(self.model, self.training_env)
 
     def _on_step(self) -> bool:
         if self.save_freq > 0 and self.n_calls % self.save_freq == 0:
@@ -132,26 +155,22 @@ class VASECallback(BaseCallback):
         self.last_stats = stats
         return stats
 
-    def _path(self, kind: str, extension: str) -> str:
-        assert self.save_path is not None
-        return os.path.join(self.save_path, f"{self.name_prefix}_{kind}{self.num_timesteps}_steps.{extension}")
-
-    def save_checkpoint(self) -> str | None:
-        """Save the learner (and the agent with ``save_model``) now; returns the learner's path."""
+    def checkpoint_path(self, steps: int | None = None) -> str:
+        """The folder of the checkpoint at ``steps`` (default: now)."""
         if self.save_path is None:
             raise ValueError("VASECallback has no save_path")
-        path = self._path("vase_", "pt")
-        if self._vec is not None:
-            self._vec.save(path)
-        elif self._per_env:
-            self.training_env.env_method("save", path, indices=[0])
-        else:
-            path = None
-        if self.save_model:
-            self.model.save(self._path("", "zip"))
-        if self.verbose >= 1 and path is not None:
-            print(f"Saving VASE learner checkpoint to {path}")
-        return path
+        steps = self.num_timesteps if steps is None else int(steps)
+        return os.path.join(self.save_path, f"{self.name_prefix}_{steps}_steps")
+
+    def save_checkpoint(self) -> str | None:
+        """Save the whole stack now (see :func:`vase_rl.agents.stack.save_stack`); returns its
+        folder, or ``None`` when the training env has no VASE wrapper."""
+        if not self.found:
+            return None
+        folder = str(save_stack(self.checkpoint_path(), self.model if self.save_model else None, self.training_env))
+        if self.verbose >= 1:
+            print(f"Saving the VASE stack checkpoint to {folder}")
+        return folder
 
 
 class EpisodeReturns(BaseCallback):

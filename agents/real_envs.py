@@ -2,7 +2,9 @@
 
 Both are optional extras (``pip install "vase-rl[atari]"`` / ``"vase-rl[minigrid]"``); nothing
 here imports them until used. No preprocessing wrapper is needed: the VASE wrappers take the
-raw frames (Atari 210x160 grey or RGB, MiniGrid RGB) and resize them with torch.
+raw frames (Atari 210x160 grey or RGB, MiniGrid RGB) and resize them with torch. (SB3's
+``make_atari_env`` / ``AtariWrapper`` need OpenCV; the ``atari`` extra installs the headless
+build, but nothing here uses it.)
 
 * :func:`make_atari` — ``ALE/<Game>-v5`` with the full 18-action set (so one policy head fits
   every game), grey frames by default;
@@ -11,19 +13,25 @@ raw frames (Atari 210x160 grey or RGB, MiniGrid RGB) and resize them with torch.
   ``switch_every`` episodes or environment steps, without telling the agent (``info["game"]``
   and ``info["domain"]`` carry the truth for evaluation);
 * :func:`make_minigrid` — a MiniGrid env with full-grid RGB pixel observations (8x8 grid,
-  tile 8 → 64x64x3), as a Box or as MiniGrid's Dict (pick ``image_key="image"``).
+  tile 8 → 64x64x3), as a Box or as MiniGrid's Dict (pick ``image_key="image"``);
+* :data:`RECIPES` / :func:`recipe` — what to choose per environment (the learner's image size and
+  colour, the wrapper options), as a config plus env factories: ``atari-grey64``,
+  ``atari-rgb64``, ``minigrid-rgb64`` and ``minigrid-rgb64-dict``. The ``cpu32`` preset's
+  32x32 grey input is too coarse for these: it shrinks Pong's ball to a faint smudge and maps
+  MiniGrid's red and purple to almost the same grey (docs/RL.md has the numbers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["make_atari", "AtariGameSequence", "make_minigrid", "ale_game_name"]
+__all__ = ["make_atari", "AtariGameSequence", "make_minigrid", "ale_game_name", "EnvRecipe", "RECIPES", "recipe"]
 
 
 def _import_ale():
@@ -184,15 +192,118 @@ class AtariGameSequence(gym.Env):
 
 
 def make_minigrid(
-    env_id: str = "MiniGrid-Empty-8x8-v0", tile_size: int = 8, image_only: bool = True, **kwargs: Any
+    env_id: str = "MiniGrid-Empty-8x8-v0",
+    tile_size: int = 8,
+    image_only: bool = True,
+    keys: Sequence[str] | None = ("image", "direction"),
+    **kwargs: Any,
 ) -> gym.Env:
     """A MiniGrid env whose observation is the full grid rendered as RGB pixels
     (grid side x ``tile_size``: 64x64x3 for 8x8 grids at tile 8). ``image_only=True`` gives a
-    Box; ``False`` keeps MiniGrid's Dict (use ``image_key="image"`` with the VASE wrappers)."""
+    Box; ``False`` keeps MiniGrid's Dict (use ``image_key="image"`` with the VASE wrappers; the
+    other entries pass through beside the latents) restricted to ``keys`` (default: the image
+    and the agent's direction; MiniGrid's ``mission`` text is left out because SB3's vector envs
+    and policies cannot hold text; ``keys=None`` keeps every entry)."""
     try:
         import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
         from minigrid.wrappers import ImgObsWrapper, RGBImgObsWrapper
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("MiniGrid environments need minigrid and pygame-ce: pip install 'vase-rl[minigrid]'") from err
     env = RGBImgObsWrapper(gym.make(env_id, **kwargs), tile_size=tile_size)
-    return ImgObsWrapper(env) if image_only else env
+    if image_only:
+        return ImgObsWrapper(env)
+    if keys is not None:
+        from gymnasium.wrappers import FilterObservation
+
+        env = FilterObservation(env, list(keys))
+    return env
+
+
+# ------------------------------------------------------------------------------------------ recipes
+@dataclasses.dataclass(frozen=True)
+class EnvRecipe:
+    """What to choose for one real environment: the learner's input and the wrapper options.
+
+    ``config(preset)`` gives the preset at ``image_shape``; ``make_env()`` one environment;
+    ``vec_env(n_envs, seed)`` the ``VecVASE`` over ``n_envs`` of them. Frame stacking, if the
+    agent needs motion, goes on the latents: ``VecFrameStack(recipe.vec_env(...), 4)``.
+    """
+
+    name: str
+    summary: str
+    image_shape: tuple[int, int, int]
+    factory: Callable[..., gym.Env]
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    wrapper_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def config(self, preset: str = "cpu32", **overrides: Any):
+        """``VASEConfig.preset(preset)`` with this recipe's ``image_shape`` (``overrides`` win)."""
+        from vase_rl.config import VASEConfig
+
+        return VASEConfig.preset(preset, **{"image_shape": self.image_shape, **overrides})
+
+    def make_env(self, **overrides: Any) -> gym.Env:
+        return self.factory(**{**self.env_kwargs, **overrides})
+
+    def env_factory(self, **overrides: Any) -> Callable[[], gym.Env]:
+        """A picklable zero-argument factory (for ``make_vec_env``/``SubprocVecEnv``)."""
+        return _Factory(self.factory, {**self.env_kwargs, **overrides})
+
+    def vec_env(self, n_envs: int = 8, seed: int | None = None, config: Any = None, **vase_kwargs: Any):
+        """``make_vase_vec_env`` over ``n_envs`` environments with this recipe's config and
+        wrapper options (``vase_kwargs`` win, e.g. ``device=``, ``vec_env_cls="subproc"``)."""
+        from vase_rl.wrappers import make_vase_vec_env
+
+        options = {**self.wrapper_options, **vase_kwargs}
+        return make_vase_vec_env(self.env_factory(), n_envs, config or self.config(), seed=seed, **options)
+
+
+class _Factory:
+    def __init__(self, factory: Callable[..., gym.Env], kwargs: dict[str, Any]) -> None:
+        self.factory, self.kwargs = factory, kwargs
+
+    def __call__(self) -> gym.Env:
+        return self.factory(**self.kwargs)
+
+
+RECIPES: dict[str, EnvRecipe] = {
+    "atari-grey64": EnvRecipe(
+        "atari-grey64",
+        "ALE game (default Pong), raw 210x160 grey frames, learner input 64x64 grey: small objects such as "
+        "Pong's ball stay visible; for games where colour tells objects apart use atari-rgb64",
+        (1, 64, 64),
+        make_atari,
+        {"game": "Pong", "obs_type": "grayscale"},
+    ),
+    "atari-rgb64": EnvRecipe(
+        "atari-rgb64",
+        "ALE game (default Pong), raw 210x160x3 RGB frames, learner input 64x64 RGB (3x the input of grey)",
+        (3, 64, 64),
+        make_atari,
+        {"game": "Pong", "obs_type": "rgb"},
+    ),
+    "minigrid-rgb64": EnvRecipe(
+        "minigrid-rgb64",
+        "MiniGrid full grid rendered in colour (8x8 grid at tile 8 = 64x64x3), learner input 64x64 RGB: "
+        "MiniGrid tells objects apart by colour (red and purple are almost the same grey)",
+        (3, 64, 64),
+        make_minigrid,
+        {"env_id": "MiniGrid-Empty-8x8-v0", "tile_size": 8, "image_only": True},
+    ),
+    "minigrid-rgb64-dict": EnvRecipe(
+        "minigrid-rgb64-dict",
+        "as minigrid-rgb64, keeping the agent's direction beside the latents (Dict observation; "
+        "ppo_on_latents then uses MultiInputPolicy)",
+        (3, 64, 64),
+        make_minigrid,
+        {"env_id": "MiniGrid-Empty-8x8-v0", "tile_size": 8, "image_only": False, "keys": ("image", "direction")},
+        {"image_key": "image"},
+    ),
+}
+
+
+def recipe(name: str) -> EnvRecipe:
+    """The :class:`EnvRecipe` called ``name`` (see :data:`RECIPES`)."""
+    if name not in RECIPES:
+        raise KeyError(f"no recipe {name!r}; recipes: {sorted(RECIPES)}")
+    return RECIPES[name]

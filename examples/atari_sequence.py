@@ -2,7 +2,8 @@
 
 All sub-environments play the same game and switch together every ``--switch-every`` steps
 (``AtariGameSequence``: full 18-action set shared by every game, raw 210x160 grey frames, no
-OpenCV — VecVASE resizes with torch). VASE is never told about the switches; the script
+OpenCV — VecVASE resizes with torch; the learner's input is the ``atari-grey64`` recipe's
+64x64 grey, 32x32 with ``--quick``). VASE is never told about the switches; the script
 prints when the games changed and what VASE's domain inference decided (new domain / switch
 back to a known one), and ends with the domain-vs-game table.
 
@@ -24,10 +25,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
-from vase_rl.agents import VASECallback, ppo_on_latents
-from vase_rl.agents.real_envs import AtariGameSequence
+from vase_rl.agents import VASECallback, ppo_on_latents, save_stack
+from vase_rl.agents.real_envs import AtariGameSequence, recipe
 
-from vase_rl import VASEConfig
 from vase_rl.wrappers import VecVASE, make_vase_vec_env
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     switch_every = args.switch_every or (300 if args.quick else 7_500)  # per env: 7.5k x 8 envs = 60k steps
     total = switch_every * n_envs * len(games)
     side = args.image_size or (32 if args.quick else 64)
-    config = VASEConfig.preset("cpu32", image_shape=(1, side, side), domain_warmup=30 if args.quick else 60)
+    config = recipe("atari-grey64").config("cpu32", image_shape=(1, side, side), domain_warmup=30 if args.quick else 60)
     if args.quick:
         config = config.replace(width=0.25, latent_dim=8, batch_size=32)
 
@@ -105,8 +105,7 @@ def main() -> None:
         print(f"  {game:>10}  domain {domain}: {count}")
     decisions = Counter(d["event"] for d in venv.learner.domain_log)
     print(f"domain-inference decisions logged: {dict(decisions)}")
-    venv.save(os.path.join(args.out, "vase.pt"))
-    model.save(os.path.join(args.out, "ppo.zip"))
+    print(f"stack saved to {save_stack(os.path.join(args.out, 'stack'), model)}")
     venv.close()
 
 

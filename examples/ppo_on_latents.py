@@ -2,16 +2,17 @@
 
 VASE learns its representation online from the frames of 8 environments (VecVASE, batched in
 the main process) while PPO (MlpPolicy) learns on the latents. The VASE callback logs
-``vase/*`` scalars next to PPO's; at the end the learner and the agent are saved separately
-and reloaded for a frozen evaluation. The latents are normalised for PPO by SB3's
-``VecNormalize`` (``ppo_on_latents(normalize=True)``, the default).
+``vase/*`` scalars next to PPO's; at the end the whole stack (learner, VecNormalize statistics,
+agent) is saved in one call and restored, frozen, in one call for the evaluation. The latents
+are normalised for PPO by SB3's ``VecNormalize`` (``ppo_on_latents(normalize=True)``, the default).
 
     python examples/ppo_on_latents.py --quick          # well under a minute
     python examples/ppo_on_latents.py                  # 150k steps (a few minutes on 2 cores)
     python examples/ppo_on_latents.py --subproc        # environments in worker processes
 
 Outputs in ``--out`` (default ``runs/ppo_on_latents``): ``returns.csv``, ``returns.png``
-(needs matplotlib), ``vase.pt``, ``vecnormalize.pkl``, ``ppo.zip``, ``progress.csv``.
+(needs matplotlib), ``stack/`` (``vase.pt``, ``vecnormalize.pkl``, ``agent.zip``, ``stack.json``),
+``progress.csv``.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import numpy as np
 import torch
-from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import VecNormalize
-from vase_rl.agents import EpisodeReturns, VASECallback, ppo_on_latents
+from vase_rl.agents import EpisodeReturns, VASECallback, load_stack, ppo_on_latents, save_stack
 
 from vase_rl import VASEConfig
-from vase_rl.wrappers import VecVASE, make_vase_vec_env, unwrap_vase
+from vase_rl.wrappers import VecVASE, unwrap_vase
 
 
 def smoothed(records: list[tuple[int, float]], bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -124,25 +124,14 @@ def main() -> None:
     ):
         print(f"plot: {os.path.join(args.out, 'returns.png')}")
 
-    # the representation and the latent statistics are saved apart from the agent
-    vase.save(os.path.join(args.out, "vase.pt"))
-    env.save(os.path.join(args.out, "vecnormalize.pkl"))
-    model.save(os.path.join(args.out, "ppo.zip"))
+    # the representation, the latent statistics and the agent: one folder, one call
+    folder = save_stack(os.path.join(args.out, "stack"), model)
     env.close()
 
-    # reload all three for a frozen evaluation
-    eval_env = make_vase_vec_env(
-        args.env_id,
-        1,
-        seed=args.seed + 1000,
-        env_kwargs=dict(image_size=args.image_size),
-        learner_path=os.path.join(args.out, "vase.pt"),
-        training=False,
-        device=args.device,
-    )
-    eval_env = VecNormalize.load(os.path.join(args.out, "vecnormalize.pkl"), eval_env)
-    eval_env.training = False
-    agent = PPO.load(os.path.join(args.out, "ppo.zip"), env=eval_env, device="cpu")
+    # restore all three, frozen, on a fresh raw env for the evaluation (the agent's fingerprint
+    # of the representation is checked against the restored learner)
+    raw_env = make_vec_env(args.env_id, 1, seed=args.seed + 1000, env_kwargs=dict(image_size=args.image_size))
+    agent, eval_env = load_stack(folder, raw_env, device=args.device)
     episodes = 10 if args.quick else 100
     total, done_episodes = [], 0
     obs = eval_env.reset()

@@ -80,9 +80,15 @@ def test_callback_finds_per_env_wrappers_and_saves_checkpoints(tmp_path):
     model.learn(128, callback=callback)
     rows = read_progress(tmp_path / "log")
     assert float(rows[-1]["vase/num_updates"]) == learner.num_updates > 0
-    files = sorted(os.listdir(tmp_path / "ckpt"))
-    assert "run_vase_64_steps.pt" in files and "run_64_steps.zip" in files
-    restored = VASE.load(tmp_path / "ckpt" / "run_vase_128_steps.pt", device="cpu")
+    folders = sorted(os.listdir(tmp_path / "ckpt"))
+    assert folders == ["run_128_steps", "run_64_steps"]  # every 32 calls of 2 envs
+    assert sorted(os.listdir(tmp_path / "ckpt" / "run_64_steps")) == [
+        "agent.zip",
+        "stack.json",
+        "vase.pt",
+        "vase.pt.config.json",
+    ]
+    restored = VASE.load(tmp_path / "ckpt" / "run_128_steps" / "vase.pt", device="cpu")
     assert restored.num_updates == learner.num_updates
 
 
@@ -90,7 +96,7 @@ def test_callback_checkpoint_of_vecvase_loads_back(tmp_path):
     venv = VecVASE(sprite_venv(), CFG, device="cpu", seed=0, append_domain=True, **SMALL)
     model = small_ppo(venv)
     model.learn(64, callback=VASECallback(save_freq=32, save_path=str(tmp_path)))
-    loaded = VecVASE.load(tmp_path / "vase_vase_64_steps.pt", sprite_venv(), device="cpu")
+    loaded = VecVASE.load(tmp_path / "vase_64_steps" / "vase.pt", sprite_venv(), device="cpu")
     assert loaded.feed.append_domain and loaded.observation_space.shape == (8 + CFG.max_domains,)
     raw = venv.get_original_obs()
     np.testing.assert_array_equal(loaded.encode(raw), venv.encode(raw))
@@ -166,3 +172,128 @@ def test_ppo_on_latents_builds_a_working_agent_in_one_call():
     assert again.get_env() is vase
     with pytest.raises(TypeError):
         ppo_on_latents(3.0)
+
+
+# ------------------------------------------------------------------------------------------
+# issue 12: one test per finding
+# ------------------------------------------------------------------------------------------
+def trained_learner_file(tmp_path, name="vase.pt", seed=0):
+    learner = VASE(CFG, seed=seed, device="cpu")
+    frames = np.random.default_rng(seed).integers(0, 256, (16, 16, 16, 1), dtype=np.uint8)
+    for _ in range(3):
+        learner.update(frames)
+    return learner, learner.save(tmp_path / name)
+
+
+def test_finding5_an_agent_with_the_extractor_loads_after_its_checkpoint_moved(tmp_path):
+    learner, path = trained_learner_file(tmp_path)
+    kwargs = VASEFeaturesExtractor.policy_kwargs(str(path))
+    model = PPO("CnnPolicy", sprite_venv(), policy_kwargs=kwargs, n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    obs = torch.rand(4, 1, 32, 32)
+    features = model.policy.features_extractor(obs).numpy()
+    model.save(tmp_path / "ppo.zip")
+    os.replace(path, tmp_path / "elsewhere.pt")  # the checkpoint moves away
+    loaded = PPO.load(tmp_path / "ppo.zip", device="cpu")
+    np.testing.assert_array_equal(loaded.policy.features_extractor(obs).numpy(), features)
+    # a policy built from the stored config alone has no weights: it refuses to run
+    shell = VASEFeaturesExtractor(gym.spaces.Box(0, 255, (1, 32, 32), np.uint8), **kwargs["features_extractor_kwargs"])
+    with pytest.raises(RuntimeError, match="never loaded"):
+        shell(obs)
+    # plain learner_path kwargs and a missing file: the error names the fix
+    with pytest.raises(FileNotFoundError, match="policy_kwargs"):
+        VASEFeaturesExtractor(gym.spaces.Box(0, 255, (1, 32, 32), np.uint8), learner_path=str(path))
+
+
+def test_finding5_an_agent_on_a_fresh_untrained_encoder_is_refused(tmp_path):
+    from vase_rl.agents import check_representation, save_stack
+
+    model = ppo_on_latents(
+        sprite_venv(), config=CFG, seed=0, device="cpu", vase_kwargs=SMALL, ppo_kwargs=dict(n_steps=32, batch_size=32)
+    )
+    model.learn(64, callback=VASECallback())
+    save_stack(tmp_path / "run", model)
+    fresh = VecNormalize(VecVASE(sprite_venv(), CFG, device="cpu", seed=0, training=False))
+    agent = PPO.load(tmp_path / "run" / "agent.zip", env=fresh, device="cpu")  # SB3 accepts it: the spaces match
+    with pytest.raises(
+        ValueError, match=r"another point of its training \(\d+ updates when the agent was saved, 0 now"
+    ):
+        check_representation(agent)
+    with pytest.raises(ValueError, match="another representation"):
+        agent.learn(32, callback=VASECallback())  # the callback checks before training on it
+    assert check_representation(agent, strict=False, env=model.get_env()) == []
+
+
+def test_finding6_callback_checkpoints_restore_vecnormalize_and_the_agent(tmp_path):
+    from vase_rl.agents import load_stack
+
+    model = ppo_on_latents(
+        sprite_venv(), config=CFG, seed=0, device="cpu", vase_kwargs=SMALL, ppo_kwargs=dict(n_steps=32, batch_size=32)
+    )
+    callback = VASECallback(save_freq=32, save_path=str(tmp_path))
+    model.learn(64, callback=callback)
+    folder = tmp_path / "vase_64_steps"
+    assert callback.checkpoint_path(64) == str(folder)
+    assert {"agent.zip", "vase.pt", "vecnormalize.pkl", "stack.json"} <= set(os.listdir(folder))
+    assert not any("vase_vase" in name for name in os.listdir(tmp_path))
+    restored, env = load_stack(folder, sprite_venv())
+    trained = model.get_env()
+    np.testing.assert_array_equal(env.obs_rms.mean, trained.obs_rms.mean)  # the statistics it was trained with
+    np.testing.assert_array_equal(env.obs_rms.var, trained.obs_rms.var)
+    assert restored.num_timesteps == 64 and not env.training and not env.venv.training
+
+
+def test_finding7_the_ppo_on_latents_env_freezes_every_layer():
+    model = ppo_on_latents(
+        sprite_venv(), config=CFG, seed=0, device="cpu", vase_kwargs=SMALL, ppo_kwargs=dict(n_steps=32, batch_size=32)
+    )
+    env = model.get_env()
+    env.training = False  # what a VecNormalize user writes
+    vase = unwrap_vase(env)
+    assert not vase.training
+    before = [p.detach().clone() for p in vase.learner.encoder.parameters()]
+    env.reset()
+    for _ in range(8):
+        env.step(np.zeros(2, dtype=np.int64))
+    assert all(torch.equal(a, b) for a, b in zip(before, vase.learner.encoder.parameters()))
+    env.training = True
+    assert vase.training
+    frozen_first = ppo_on_latents(
+        VecVASE(sprite_venv(), CFG, device="cpu", training=False), ppo_kwargs=dict(n_steps=16, batch_size=16)
+    )
+    assert not unwrap_vase(frozen_first.get_env()).training  # building the normaliser leaves a frozen VecVASE frozen
+
+
+def test_ppo_on_latents_with_dict_observations_uses_multi_input_policy():
+    pytest.importorskip("minigrid")
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+    from vase_rl.agents.real_envs import make_minigrid
+
+    venv = DummyVecEnv([lambda: make_minigrid(image_only=False)] * 2)
+    model = ppo_on_latents(
+        venv,
+        config=CFG,
+        seed=0,
+        device="cpu",
+        vase_kwargs=dict(SMALL, image_key="image"),
+        ppo_kwargs=dict(n_steps=16, batch_size=16, n_epochs=1),
+    )
+    assert isinstance(model.policy, MultiInputActorCriticPolicy)
+    assert model.get_env().norm_obs_keys == ["latents"]
+    model.learn(32)
+    assert model.num_timesteps >= 32
+
+
+def test_features_extractor_appends_the_other_dict_entries(tmp_path):
+    learner, path = trained_learner_file(tmp_path)
+    space = gym.spaces.Dict(
+        {"image": gym.spaces.Box(0, 255, (1, 32, 32), np.uint8), "direction": gym.spaces.Discrete(4)}
+    )
+    extractor = VASEFeaturesExtractor(space, str(path), image_key="image")
+    assert extractor.features_dim == 8 + 4
+    frames = torch.rand(3, 1, 32, 32)
+    direction = torch.nn.functional.one_hot(torch.tensor([0, 2, 3]), 4).float()  # as SB3 preprocesses Discrete
+    out = extractor({"image": frames, "direction": direction})
+    np.testing.assert_allclose(out[:, :8].numpy(), learner.encode(torch.nn.functional.avg_pool2d(frames, 2)), atol=1e-5)
+    assert torch.equal(out[:, 8:], direction)
+    only = VASEFeaturesExtractor(space, str(path), image_key="image", latents_only=True)
+    assert only.features_dim == 8 and only({"image": frames, "direction": direction}).shape == (3, 8)

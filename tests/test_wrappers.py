@@ -255,8 +255,12 @@ def test_bad_spaces_and_arguments_raise_documented_errors():
         VASEWrapper(gym.make("CartPole-v1"), CFG, device="cpu")
     with pytest.raises(TypeError, match="image_key"):
         VASEWrapper(OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu")
-    env = VASEWrapper(OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", image_key="image", learning=False)
+    env = VASEWrapper(
+        OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", image_key="image", learning=False, latents_only=True
+    )
     assert env.reset(seed=0)[0].shape == (8,)
+    with pytest.raises(TypeError, match="unknown option"):
+        vase_env(train_evry=2)
     with pytest.raises(ValueError, match="train_every"):
         vase_env(train_every=0)
     with pytest.raises(ValueError, match="clip"):
@@ -394,13 +398,18 @@ def test_evaluation_env_shares_a_frozen_learner():
     assert unwrap_vase(copy_env) is copy_env
 
 
-def test_vecvase_with_a_dict_observation_space():
+def test_vecvase_with_a_dict_observation_space_and_latents_only():
     venv = VecVASE(
-        DummyVecEnv([lambda: OddImageEnv((20, 24, 3), as_dict=True)] * 2), CFG, device="cpu", image_key="image", **SMALL
+        DummyVecEnv([lambda: OddImageEnv((20, 24, 3), as_dict=True)] * 2),
+        CFG,
+        device="cpu",
+        image_key="image",
+        latents_only=True,
+        **SMALL,
     )
     obs = venv.reset()
     obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
-    assert obs.shape == (2, 8)
+    assert obs.shape == (2, 8) and venv.observation_space == spaces.Box(-10.0, 10.0, (8,), np.float32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -448,3 +457,159 @@ def test_wrappers_sharing_a_learner_share_its_window_and_never_shrink_it():
     assert frozen.get_vase_stats()["window_frames"] == 6  # one window, seen through both wrappers
     VASEWrapper(sprite_env(), learner=learner, window_size=64)  # an explicit size resizes it
     assert learner.window.capacity == 64 and len(learner.window) == 6
+
+
+# ------------------------------------------------------------------------------------------
+# issue 12: one test per finding
+# ------------------------------------------------------------------------------------------
+def grey_venv(n=2, **kwargs):
+    return DummyVecEnv([lambda: OddImageEnv((20, 20, 1), **kwargs) for _ in range(n)])
+
+
+def test_finding1_frame_stacks_below_the_wrapper_are_refused_or_encoded_per_frame():
+    from gymnasium.wrappers import FrameStackObservation
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    with pytest.raises(TypeError, match=r"VecFrameStack.*frame_stack=3"):
+        VecVASE(VecFrameStack(grey_venv(), 3), CFG, device="cpu")
+    with pytest.raises(TypeError, match="FrameStackObservation"):
+        VASEWrapper(FrameStackObservation(OddImageEnv((20, 20)), 3), CFG, device="cpu")
+    venv = VecVASE(VecFrameStack(grey_venv(), 3), CFG, device="cpu", seed=0, frame_stack=3, **SMALL)
+    assert venv.observation_space.shape == (3 * 8,)
+    obs = venv.reset()
+    for _ in range(3):
+        obs, *_ = venv.step(np.zeros(2, dtype=np.int64))
+    raw = venv.get_original_obs()  # (2, 20, 20, 3): three grey frames per env
+    single = VecVASE(grey_venv(), learner=venv.learner, training=False)
+    expected = np.concatenate([single.encode(raw[..., j : j + 1]) for j in range(3)], axis=1)
+    np.testing.assert_allclose(obs, expected, atol=1e-6)  # each frame encoded alone, oldest first
+    # only the newest frame of each stack goes to the learner: 2 frames per step
+    assert venv.get_vase_stats()["frames_seen"] == 2 * 4
+
+
+def test_finding4_dict_entries_pass_through_beside_the_latents():
+    env = VASEWrapper(OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", seed=0, image_key="image", **SMALL)
+    assert isinstance(env.observation_space, spaces.Dict)
+    assert set(env.observation_space.spaces) == {"latents", "step"}
+    assert env.observation_space["step"] == spaces.Discrete(6)
+    obs, _ = env.reset(seed=0)
+    for t in range(1, 4):
+        obs, *_ = env.step(0)
+        assert obs["step"] == t and obs["latents"].shape == (8,) and env.observation_space.contains(obs)
+    only = VASEWrapper(
+        OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", image_key="image", keep_keys=[], learning=False
+    )
+    assert set(only.observation_space.spaces) == {"latents"}
+    with pytest.raises(ValueError, match="keep_keys"):
+        VASEWrapper(OddImageEnv((16, 16, 1), as_dict=True), CFG, device="cpu", image_key="image", keep_keys=["nope"])
+    with pytest.raises(ValueError, match="Dict"):
+        vase_env(latents_only=True)
+
+    recorder = RecordTerminal(DummyVecEnv([lambda: OddImageEnv((16, 16, 1), max_steps=2, as_dict=True)] * 2))
+    venv = VecVASE(recorder, CFG, device="cpu", seed=0, image_key="image", **SMALL)
+    obs = venv.reset()
+    assert set(obs) == {"latents", "step"} and obs["latents"].shape == (2, 8)
+    np.testing.assert_array_equal(obs["step"], [0, 0])
+    _, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
+    obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
+    assert dones.all()
+    for i in range(2):
+        terminal = infos[i]["terminal_observation"]
+        assert terminal["step"] == 2 and terminal["latents"].shape == (8,)
+        np.testing.assert_allclose(
+            terminal["latents"], venv.encode({"image": recorder.raw_terminal[i]["image"][None]})[0], atol=1e-6
+        )
+    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(32)
+    assert model.num_timesteps >= 32
+
+    vector = VASEVectorWrapper(
+        gym.vector.SyncVectorEnv([lambda: OddImageEnv((16, 16, 1), as_dict=True)] * 3),
+        CFG,
+        device="cpu",
+        image_key="image",
+    )
+    obs, _ = vector.reset(seed=0)
+    obs, *_ = vector.step(np.zeros(3, dtype=np.int64))
+    assert obs["latents"].shape == (3, 8) and list(obs["step"]) == [1, 1, 1]
+    assert vector.observation_space.contains(obs)
+
+
+def test_finding7_a_learning_setter_on_every_wrapper_and_a_freeze_of_the_whole_stack():
+    from gymnasium.wrappers import NormalizeObservation
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from vase_rl.wrappers import freeze, set_stack_training
+
+    venv = VecVASE(small_venv(2), CFG, device="cpu", seed=0, **SMALL)
+    venv.learning = False  # the setter exists (it raised AttributeError before)
+    assert not venv.training and not venv.learning
+    venv.learning = True
+    stack = VecNormalize(venv, norm_reward=False)
+    reached = freeze(stack)
+    assert reached == ["VecNormalize.training", "VecVASE.training"]
+    assert not stack.training and not venv.training
+    before, rms = params(venv.learner), stack.obs_rms.mean.copy()
+    stack.reset()
+    for _ in range(10):
+        stack.step(np.zeros(2, dtype=np.int64))
+    assert same_params(before, params(venv.learner)) and np.array_equal(rms, stack.obs_rms.mean)
+    assert set_stack_training(stack, True) == reached and venv.training
+
+    # VASEWrapper sub-envs and Gymnasium's normaliser inside an SB3 VecEnv
+    learner = VASE(CFG, seed=0, device="cpu")
+    sub = DummyVecEnv([lambda: NormalizeObservation(VASEWrapper(sprite_env(), learner=learner, **SMALL))] * 2)
+    reached = freeze(sub)
+    assert "VASEWrapper.learning (2 sub-envs)" in reached and any("NormalizeObservation" in r for r in reached)
+    assert not any(sub.env_method("get_wrapper_attr", "learning"))
+    # the Gymnasium vector twin
+    vector = VASEVectorWrapper(gym.vector.SyncVectorEnv([lambda: sprite_env()] * 2), CFG, device="cpu")
+    vector.learning = False
+    assert not vector.learning and freeze(vector) == ["VASEVectorWrapper.learning"]
+
+
+def test_finding8_set_venv_checks_the_frames_and_original_obs_is_a_copy():
+    venv = VecVASE(small_venv(2), CFG, device="cpu", seed=0, **SMALL)
+    venv.reset()
+    clone = pickle.loads(pickle.dumps(venv))
+    with pytest.raises(ValueError, match="set_venv"):
+        clone.set_venv(small_venv(2, image_size=64))  # other frame size: refused now, not at reset
+    clone.set_venv(small_venv(2))
+    raw = venv.get_original_obs()
+    raw[...] = 0
+    assert venv.get_original_obs().any() and not np.shares_memory(raw, venv.get_original_obs())
+
+
+def test_finding8_a_loaded_learner_refuses_frames_of_another_size(tmp_path):
+    venv = VecVASE(small_venv(2), CFG, device="cpu", seed=0, **SMALL)
+    venv.save(tmp_path / "vase.pt")
+    with pytest.raises(ValueError, match="trained on raw images of shape"):
+        VecVASE.load(tmp_path / "vase.pt", small_venv(2, image_size=64), device="cpu")
+
+
+def test_finding9_the_learner_seed_comes_from_the_agent_seed():
+    def run(seed):
+        venv = VecVASE(small_venv(2, max_steps=10), CFG, device="cpu", **SMALL)  # no seed=
+        model = PPO("MlpPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=seed, device="cpu")
+        assert venv.learner.seed == seed
+        model.learn(32)
+        return venv
+
+    a, b, c = run(7), run(7), run(8)
+    assert a.learner.num_updates > 0 and same_params(params(a.learner), params(b.learner))
+    assert not same_params(params(a.learner), params(c.learner))
+    # an explicit seed, a shared or a loaded learner are never re-seeded; nor one that has learnt
+    explicit = VecVASE(small_venv(2), CFG, device="cpu", seed=3)
+    explicit.seed(11)
+    assert explicit.learner.seed == 3
+    a.seed(99)
+    assert a.learner.seed == 7
+    # a single env: the first seeded reset
+    env = VASEWrapper(sprite_env(), CFG, device="cpu", **SMALL)
+    env.reset(seed=5)
+    assert env.learner.seed == 5
+    env.reset(seed=6)  # it has seen a frame: kept
+    assert env.learner.seed == 5
+    vector = VASEVectorWrapper(gym.vector.SyncVectorEnv([lambda: sprite_env()] * 2), CFG, device="cpu")
+    vector.reset(seed=[4, 5])
+    assert vector.learner.seed == 4

@@ -8,23 +8,37 @@
 
 What happens to each observation (batch)::
 
-    raw image ─► ImageObservationAdapter (layout, dtype, grey/RGB, resize; vase_rl.observations)
-              ─► if learning: FIFO window of recent frames (current data only, never a replay of
-                 old domains) ─► every ``train_every`` wrapper steps, once ``learning_starts``
-                 frames were seen: ``gradient_steps`` x ``VASE.update(batch_size frames)``
-              ─► masked posterior mean (+ optional inferred-domain one-hot, latent mask)
-              ─► float32 latent in Box(-clip, clip, (d,)), a fresh NaN-free array every call.
+    raw observation ─► ImageObservationAdapter (value range, layout, grey/RGB, frame stacks,
+                       resize; vase_rl.observations) — ambiguous inputs raise with the fix
+                    ─► if learning: the learner's FIFO window of recent frames ─► every
+                       ``train_every`` wrapper steps, once ``learning_starts`` frames were seen:
+                       ``gradient_steps`` x ``VASE.update(batch_size frames)`` (LearningSchedule)
+                    ─► masked posterior mean (+ optional inferred-domain one-hot, latent mask)
+                    ─► float32 latent in Box(-clip, clip, (d,)), a fresh NaN-free array every call;
+                       for a Dict observation, a Dict {"latents": ..., other entries passed through}
+                       unless ``latents_only=True``.
 
-The learner (weights, optimiser, domains, RNG) is one :class:`vase_rl.VASE` object: several
-wrappers may share it (pass ``learner=``). The window and counters are per wrapper and
-transient (they are not saved: a loaded wrapper refills its window first).
+The learner (weights, optimiser, domains, RNG, frame window) is one :class:`vase_rl.VASE`
+object: several wrappers may share it (pass ``learner=``). What is each wrapper's own — the
+learning switch, the update schedule and its counters — lives in one :class:`LearningSchedule`.
+When no seed is given, the learner takes the seed the agent or the environment is seeded with
+(``PPO(seed=s)`` calls ``env.seed(s)``; ``reset(seed=s)`` for a single env), as long as it has
+not learnt anything yet. :func:`set_stack_training` / :func:`freeze` switch every learning layer
+of a wrapper stack (VecVASE, VecNormalize, VASEWrapper sub-envs, Gymnasium normalisers) at once.
+:meth:`LatentFeed.fingerprint` identifies the representation an agent is trained on
+(``vase_rl.agents.stack`` stores it with the agent and checks it on load).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+import inspect
+import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +46,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from vase_rl.config import VASEConfig
@@ -44,6 +58,8 @@ __all__ = [
     "VecVASE",
     "VASEVectorWrapper",
     "LatentFeed",
+    "LearningSchedule",
+    "LATENT_KEY",
     "make_vase_vec_env",
     "resolve_learner",
     "save_checkpoint",
@@ -52,12 +68,17 @@ __all__ = [
     "unwrap_vase",
     "find_vec_vase_in",
     "limit_torch_threads",
+    "set_stack_training",
+    "freeze",
+    "compare_fingerprints",
 ]
 
 WRAPPER_CHECKPOINT_KEY = "vase_rl_wrapper"
 DEFAULT_PRESET = "cpu32"
 DEFAULT_CLIP = 10.0
 DEFAULT_TRAIN_EVERY = 8
+LATENT_KEY = "latents"  # the entry holding the latents in a Dict output
+FINGERPRINT_FORMAT = 1
 
 # ------------------------------------------------------------------------------------------
 # learner construction and checkpoints
@@ -117,27 +138,111 @@ def resolve_learner(
 
 
 def save_checkpoint(
-    path: str | os.PathLike, learner: VASE, settings: dict[str, Any] | None = None, kind: str = "VASE"
+    path: str | os.PathLike,
+    learner: VASE,
+    settings: dict[str, Any] | None = None,
+    kind: str = "VASE",
+    input_space: dict[str, Any] | None = None,
 ) -> Path:
     """Write the learner's full state (a file ``VASE.load`` reads) plus the wrapper's settings
-    in the checkpoint's ``extra`` dict, atomically, and the config as ``<path>.config.json``."""
-    extra = None if settings is None else {WRAPPER_CHECKPOINT_KEY: {"kind": kind, "settings": dict(settings)}}
+    (and a description of the raw image it reads) in the checkpoint's ``extra`` dict,
+    atomically, and the config as ``<path>.config.json``."""
+    extra = None
+    if settings is not None:
+        record: dict[str, Any] = {"kind": kind, "settings": dict(settings)}
+        if input_space is not None:
+            record["input"] = dict(input_space)
+        extra = {WRAPPER_CHECKPOINT_KEY: record}
     return learner.save(path, extra=extra)
+
+
+def _wrapper_record(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(learner state, wrapper record) of a checkpoint file."""
+    state = VASE._read_checkpoint(path)
+    extra = state.get("extra") if isinstance(state, dict) else None
+    wrapper = extra.get(WRAPPER_CHECKPOINT_KEY) if isinstance(extra, dict) else None
+    return state, wrapper if isinstance(wrapper, dict) else {}
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto") -> tuple[VASE, dict[str, Any]]:
     """(learner, wrapper settings) from a file written by a wrapper's ``save`` or ``VASE.save``
     (settings are then empty)."""
-    state = VASE._read_checkpoint(path)
+    state, record = _wrapper_record(path)
     learner = VASE.from_state_dict(state, device=device, source=str(path))
-    extra = state.get("extra") if isinstance(state, dict) else None
-    wrapper = extra.get(WRAPPER_CHECKPOINT_KEY) if isinstance(extra, dict) else None
-    settings = dict(wrapper.get("settings", {})) if isinstance(wrapper, dict) else {}
-    return learner, settings
+    return learner, dict(record.get("settings", {}))
+
+
+def _input_record(adapter: ImageObservationAdapter) -> dict[str, Any]:
+    """Plain data describing the raw image a wrapper reads (checked when a checkpoint is reused)."""
+    return {"shape": list(adapter.single_shape), "dtype": str(np.dtype(adapter.image_space.dtype))}
+
+
+def _check_input(record: dict[str, Any] | None, adapter: ImageObservationAdapter, source: str) -> None:
+    if not record:
+        return
+    now = _input_record(adapter)
+    if list(record.get("shape", now["shape"])) != now["shape"] or record.get("dtype", now["dtype"]) != now["dtype"]:
+        raise ValueError(
+            f"{source} was trained on raw images of shape {tuple(record['shape'])} {record['dtype']}, but this env "
+            f"gives {tuple(now['shape'])} {now['dtype']}: the representation would see other pixels than it learnt "
+            "from. Build the env as it was at training time, or, to reuse the learner on other frames on purpose, "
+            "wrap it explicitly: VecVASE(venv, learner=VASE.load(path))"
+        )
 
 
 # ------------------------------------------------------------------------------------------
-# the shared machinery: adapter + schedule + window + latent output
+# fingerprints: which representation an agent was trained on
+# ------------------------------------------------------------------------------------------
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _weights_digest(learner: VASE) -> str:
+    """SHA-256 of what decides the latents: encoder and classifier weights and the latent mask."""
+    digest = hashlib.sha256()
+    for name, module in (("encoder", learner.encoder), ("classifier", learner.classifier)):
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(_tensor_bytes(tensor))
+    digest.update(np.asarray(learner.latent_mask, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip, so a fingerprint compares equal after an SB3 zip (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def compare_fingerprints(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between the representation an agent was saved with (``saved``) and the one
+    it is given now (``current``), as sentences; empty when they are the same."""
+    if not isinstance(saved, dict) or saved.get("format") != FINGERPRINT_FORMAT:
+        return [f"the agent's stored fingerprint is not a vase_rl fingerprint (format {saved!r:.60})"]
+    problems: list[str] = []
+    if saved.get("output") != current.get("output"):
+        problems.append(f"the observation layout differs (agent: {saved.get('output')}, now: {current.get('output')})")
+    old_cfg, new_cfg = saved.get("config", {}), current.get("config", {})
+    changed = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in changed[:6])
+        problems.append(f"a learner with another configuration ({shown}{', ...' if len(changed) > 6 else ''})")
+    elif saved.get("seed") != current.get("seed"):
+        problems.append(
+            f"another learner (seed {saved.get('seed')} when the agent was saved, {current.get('seed')} now), "
+            "e.g. a fresh, untrained encoder"
+        )
+    elif saved.get("num_updates") != current.get("num_updates"):
+        problems.append(
+            f"the same learner at another point of its training ({saved.get('num_updates')} updates when the agent "
+            f"was saved, {current.get('num_updates')} now)"
+        )
+    if not problems and saved.get("weights_sha256") != current.get("weights_sha256"):
+        problems.append("other encoder weights or latent mask (same configuration, seed and update count)")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------
+# the shared machinery: adapter + learning schedule + latent output
 # ------------------------------------------------------------------------------------------
 _SCALAR_KEYS = (
     "loss",
@@ -162,11 +267,88 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-class LatentFeed:
-    """Adapter, training schedule, recent-frame window and latent output of one wrapper.
+@dataclasses.dataclass
+class LearningSchedule:
+    """Everything about *when* a wrapper trains its learner, in one place: the switch, the
+    schedule and its counters (transient: not saved with the learner).
 
-    ``frames_per_step`` is the number of frames one wrapper step brings (1 for a single env,
-    ``num_envs`` for vector envs); it only sets the default window size.
+    ``train_every`` counts wrapper steps (one step brings ``frames_per_step`` frames);
+    ``learning_starts`` counts frames.
+    """
+
+    enabled: bool = True
+    train_every: int = DEFAULT_TRAIN_EVERY
+    gradient_steps: int = 1
+    batch_size: int = 64
+    learning_starts: int = 64
+    frames_seen: int = 0
+    steps: int = 0
+    since_update: int = 0
+    updates: int = 0
+
+    def __post_init__(self) -> None:
+        self.enabled = bool(self.enabled)
+        self.train_every = _positive_int("train_every", self.train_every)
+        self.gradient_steps = _positive_int("gradient_steps", self.gradient_steps)
+        self.batch_size = _positive_int("batch_size", self.batch_size, 2)
+        self.learning_starts = _positive_int("learning_starts", self.learning_starts, 0)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "train_every": self.train_every,
+            "gradient_steps": self.gradient_steps,
+            "batch_size": self.batch_size,
+            "learning_starts": self.learning_starts,
+        }
+
+    def record(self, frames: int) -> bool:
+        """Count one wrapper step bringing ``frames`` frames; True when updates are due now."""
+        self.frames_seen += int(frames)
+        self.steps += 1
+        self.since_update += 1
+        return self.frames_seen >= self.learning_starts and self.since_update >= self.train_every
+
+    @property
+    def untouched(self) -> bool:
+        return self.frames_seen == 0 and self.updates == 0
+
+
+# the observation options every wrapper takes (keyword-only), in the order of their docs
+_FEED_DEFAULTS: dict[str, Any] = {
+    "image_key": None,
+    "channels_first": None,
+    "grayscale": None,
+    "value_range": None,
+    "frame_stack": None,
+    "allow_small_images": False,
+    "latents_only": False,
+    "keep_keys": None,
+    "clip": DEFAULT_CLIP,
+    "append_domain": False,
+    "append_mask": False,
+    "train_every": DEFAULT_TRAIN_EVERY,
+    "gradient_steps": 1,
+    "batch_size": None,
+    "learning_starts": None,
+    "window_size": None,
+}
+
+
+def _feed_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(_FEED_DEFAULTS))
+    if unknown:
+        raise TypeError(f"{where} got unknown option(s) {unknown}; known: {sorted(_FEED_DEFAULTS)}")
+    out = dict(_FEED_DEFAULTS)
+    out.update(options)
+    return out
+
+
+class LatentFeed:
+    """Adapter, learning schedule and latent output of one wrapper.
+
+    ``frames_per_step`` is the number of observations one wrapper step brings (1 for a single
+    env, ``num_envs`` for vector envs); it only sets the default window size. Options as for
+    :class:`VASEWrapper`.
     """
 
     def __init__(
@@ -175,9 +357,15 @@ class LatentFeed:
         learner: VASE,
         *,
         frames_per_step: int = 1,
+        learning: bool = True,
         image_key: str | None = None,
         channels_first: bool | None = None,
         grayscale: bool | None = None,
+        value_range: Sequence[float] | None = None,
+        frame_stack: int | None = None,
+        allow_small_images: bool = False,
+        latents_only: bool = False,
+        keep_keys: Sequence[str] | None = None,
         clip: float = DEFAULT_CLIP,
         append_domain: bool = False,
         append_mask: bool = False,
@@ -190,18 +378,27 @@ class LatentFeed:
         self.learner = learner
         cfg = learner.config
         self.adapter = ImageObservationAdapter(
-            observation_space, cfg.image_shape, image_key=image_key, channels_first=channels_first, grayscale=grayscale
+            observation_space,
+            cfg.image_shape,
+            image_key=image_key,
+            channels_first=channels_first,
+            grayscale=grayscale,
+            value_range=value_range,
+            frame_stack=frame_stack,
+            allow_small_images=allow_small_images,
         )
         if not (isinstance(clip, (int, float)) and not isinstance(clip, bool) and np.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a finite positive number, got {clip!r}")
         self.clip = float(clip)
         self.append_domain = bool(append_domain)
         self.append_mask = bool(append_mask)
-        self.train_every = _positive_int("train_every", train_every)
-        self.gradient_steps = _positive_int("gradient_steps", gradient_steps)
-        self.batch_size = _positive_int("batch_size", cfg.batch_size if batch_size is None else batch_size, 2)
-        self.learning_starts = _positive_int(
-            "learning_starts", self.batch_size if learning_starts is None else learning_starts, 0
+        batch = cfg.batch_size if batch_size is None else batch_size
+        self.schedule = LearningSchedule(
+            enabled=learning,
+            train_every=train_every,
+            gradient_steps=gradient_steps,
+            batch_size=batch,
+            learning_starts=batch if learning_starts is None and isinstance(batch, int) else learning_starts,
         )
         # Updates draw from the learner's window of recent frames (vase_rl/window.py): a window of
         # many episodes, because consecutive frames of a few episodes are far from i.i.d. and
@@ -211,26 +408,69 @@ class LatentFeed:
         # presets), grown only if one update's new frames would not fit: a wrapper built to share
         # a learner (e.g. a frozen evaluation env) never shrinks the window of the one training it.
         # An explicit window_size resizes the shared window.
-        needed = self.train_every * max(int(frames_per_step), 1)
+        needed = self.schedule.train_every * max(int(frames_per_step), 1)
         if window_size is None:
             window_size = max(learner.window.capacity, needed)
         learner.window.resize(_positive_int("window_size", window_size, 2))
         self.image_key, self.channels_first, self.grayscale = image_key, channels_first, grayscale
+        self.value_range = None if value_range is None else [float(v) for v in self.adapter.value_range]
+        self.frame_stack = None if frame_stack is None else int(frame_stack)
+        self.frames = self.adapter.frames
+        self.allow_small_images = bool(allow_small_images)
         self.latent_dim = cfg.latent_dim
-        self.dim = (
+        self.frame_dim = (
             cfg.latent_dim
             + (cfg.max_domains if self.append_domain else 0)
             + (cfg.latent_dim if self.append_mask else 0)
         )
+        self.dim = self.frame_dim * self.frames
         self.latent_space = spaces.Box(-self.clip, self.clip, (self.dim,), np.float32)
-        self._since_update = 0
-        self.frames_seen = 0
-        self.steps = 0
-        self.updates = 0
+        self.latents_only, self.keep_keys = self._pass_through(observation_space, latents_only, keep_keys)
+        if self.keep_keys is None:
+            self.output_space: spaces.Space = self.latent_space
+        else:
+            entries = {LATENT_KEY: self.latent_space}
+            entries.update({k: observation_space.spaces[k] for k in self.keep_keys})
+            self.output_space = spaces.Dict(entries)
         self.history: deque[dict[str, Any]] = deque(maxlen=1000)
         self._mask_key: tuple | None = None
         self._mask_owner: VASE | None = None
         self._mask_cache: torch.Tensor | None = None
+
+    def _pass_through(
+        self, space: spaces.Space, latents_only: bool, keep_keys: Sequence[str] | None
+    ) -> tuple[bool, list[str] | None]:
+        """(latents_only, the Dict entries passed through beside the latents, or None for a Box output)."""
+        if not isinstance(space, spaces.Dict):
+            if latents_only or keep_keys is not None:
+                raise ValueError(
+                    "latents_only and keep_keys only apply to Dict observation spaces; this one is "
+                    f"{type(space).__name__}: drop them"
+                )
+            return False, None
+        if latents_only:
+            if keep_keys:
+                raise ValueError(f"latents_only=True drops every other entry; it contradicts keep_keys={keep_keys!r}")
+            return True, None
+        others = [k for k in space.spaces if k != self.image_key]
+        if keep_keys is None:
+            keep = others
+        else:
+            if isinstance(keep_keys, str):
+                raise TypeError(f"keep_keys must be a list of keys, got the string {keep_keys!r}")
+            keep = list(keep_keys)
+            missing = [k for k in keep if k not in others]
+            if missing:
+                raise ValueError(
+                    f"keep_keys {missing} are not entries of the Dict besides the image {self.image_key!r}; "
+                    f"they are {others}"
+                )
+        if LATENT_KEY in keep:
+            raise ValueError(
+                f"the Dict observation already has an entry {LATENT_KEY!r}, where the latents go: leave it out "
+                f"with keep_keys={[k for k in keep if k != LATENT_KEY]!r} or rename it"
+            )
+        return False, keep
 
     # ---------------------------------------------------------------- settings
     def settings(self) -> dict[str, Any]:
@@ -239,15 +479,59 @@ class LatentFeed:
             "image_key": self.image_key,
             "channels_first": self.channels_first,
             "grayscale": self.grayscale,
+            "value_range": self.value_range,
+            "frame_stack": self.frame_stack,
+            "allow_small_images": self.allow_small_images,
+            "latents_only": self.latents_only,
+            "keep_keys": self.keep_keys if self.keep_keys is None or self._keeps_subset else None,
             "clip": self.clip,
             "append_domain": self.append_domain,
             "append_mask": self.append_mask,
-            "train_every": self.train_every,
-            "gradient_steps": self.gradient_steps,
-            "batch_size": self.batch_size,
-            "learning_starts": self.learning_starts,
+            **self.schedule.settings(),
             "window_size": self.window_size,
         }
+
+    @property
+    def _keeps_subset(self) -> bool:
+        others = [k for k in self.adapter.observation_space.spaces if k != self.image_key]
+        return self.keep_keys != others
+
+    # read-only views of the schedule (older code reads them off the feed)
+    @property
+    def learning(self) -> bool:
+        return self.schedule.enabled
+
+    @learning.setter
+    def learning(self, flag: bool) -> None:
+        self.schedule.enabled = bool(flag)
+
+    @property
+    def train_every(self) -> int:
+        return self.schedule.train_every
+
+    @property
+    def gradient_steps(self) -> int:
+        return self.schedule.gradient_steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.schedule.batch_size
+
+    @property
+    def learning_starts(self) -> int:
+        return self.schedule.learning_starts
+
+    @property
+    def frames_seen(self) -> int:
+        return self.schedule.frames_seen
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    @property
+    def updates(self) -> int:
+        return self.schedule.updates
 
     @property
     def window_size(self) -> int:
@@ -268,9 +552,31 @@ class LatentFeed:
         learner.window.resize(max(learner.window.capacity, self.window_size))
         self.learner = learner
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Plain data identifying the representation the agent sees: the learner's config, seed,
+        update count, a SHA-256 of its encoder/classifier weights and mask, and the output layout."""
+        learner = self.learner
+        return _plain(
+            {
+                "format": FINGERPRINT_FORMAT,
+                "weights_sha256": _weights_digest(learner),
+                "seed": int(learner.seed),
+                "num_updates": int(learner.num_updates),
+                "config": learner.config.to_dict(),
+                "output": {
+                    "dim": self.dim,
+                    "append_domain": self.append_domain,
+                    "append_mask": self.append_mask,
+                    "frames": self.frames,
+                    "keys": None if self.keep_keys is None else [LATENT_KEY, *self.keep_keys],
+                },
+            }
+        )
+
     # ---------------------------------------------------------------- data path
     def prepare(self, images: Any) -> torch.Tensor:
-        """Raw image batch (already selected from a Dict) -> learner input on its device."""
+        """Raw image batch (already selected from a Dict) -> learner input on its device, one row
+        per frame (``B * frame_stack`` rows)."""
         if isinstance(images, np.ndarray):
             t = torch.from_numpy(np.ascontiguousarray(images))
         elif isinstance(images, torch.Tensor):
@@ -282,20 +588,25 @@ class LatentFeed:
             raise ValueError(f"observation batch has shape {tuple(t.shape)}; expected (B, *{expected})")
         return self.adapter.convert(t.to(self.learner.device, non_blocking=True))
 
+    def newest(self, x: torch.Tensor) -> torch.Tensor:
+        """The newest frame of each observation of a prepared batch (all rows without a stack)."""
+        if self.frames == 1:
+            return x
+        return x.reshape(-1, self.frames, *x.shape[1:])[:, -1]
+
     def learn_from(self, x: torch.Tensor) -> list[dict[str, Any]]:
-        """Add prepared frames to the learner's window and run the updates that are due."""
+        """Add prepared frames to the learner's window (the newest of each stack: older ones were
+        added at earlier steps) and run the updates that are due."""
+        x = self.newest(x)
         learner = self.learner
         learner.window.append(x)
-        self.frames_seen += int(x.shape[0])
-        self.steps += 1
-        self._since_update += 1
+        schedule = self.schedule
         out: list[dict[str, Any]] = []
-        due = self.frames_seen >= self.learning_starts and self._since_update >= self.train_every
-        if due and len(learner.window) >= 2:
-            self._since_update = 0
-            for _ in range(self.gradient_steps):
-                stats = learner.update(learner.sample_window(self.batch_size))
-                self.updates += 1
+        if schedule.record(int(x.shape[0])) and len(learner.window) >= 2:
+            schedule.since_update = 0
+            for _ in range(schedule.gradient_steps):
+                stats = learner.update(learner.sample_window(schedule.batch_size))
+                schedule.updates += 1
                 self.history.append({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
                 out.append(stats)
         return out
@@ -336,7 +647,8 @@ class LatentFeed:
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> np.ndarray:
-        """Prepared frames -> (B, d) float32 observations: a new, finite, clipped array."""
+        """Prepared frames -> (B, dim) float32 latents (a stack's frames side by side, oldest
+        first): a new, finite, clipped array."""
         learner = self.learner
         z, hidden = self.latents(x)
         parts = [z]
@@ -354,17 +666,31 @@ class LatentFeed:
         out = (torch.cat(parts, dim=1) if len(parts) > 1 else z).cpu().numpy()
         out = np.nan_to_num(out, nan=0.0, posinf=self.clip, neginf=-self.clip)  # a new array
         np.clip(out, -self.clip, self.clip, out=out)
+        if self.frames > 1:
+            out = out.reshape(-1, self.dim)
         return out.astype(np.float32, copy=False)
 
+    def output(self, latents: np.ndarray, raw: Any) -> Any:
+        """The wrapper's observation: ``latents`` itself, or for a Dict observation the Dict of
+        the latents and copies of the entries passed through from ``raw`` (batched or not, as
+        ``latents``)."""
+        if self.keep_keys is None:
+            return latents
+        out: dict[str, Any] = {LATENT_KEY: latents}
+        for key in self.keep_keys:
+            out[key] = copy.deepcopy(raw[key])
+        return out
+
     # ---------------------------------------------------------------- statistics
-    def stats(self, learning: bool, since: int | None = None) -> dict[str, Any]:
+    def stats(self, learning: bool | None = None, since: int | None = None) -> dict[str, Any]:
         """Plain-data statistics; with ``since`` (a ``num_updates`` value), loss terms are the mean
         over this wrapper's updates after it and events are counted after it."""
         learner = self.learner
         mask = learner.latent_mask
         used = learner.used_latents
         out: dict[str, Any] = {
-            "learning": bool(learning),
+            "learning": bool(self.learning if learning is None else learning),
+            "learner_seed": int(learner.seed),
             "num_updates": int(learner.num_updates),
             "wrapper_updates": int(self.updates),
             "frames_seen": int(self.frames_seen),
@@ -404,32 +730,100 @@ class LatentFeed:
         return out
 
 
-def _feed_kwargs(
-    image_key,
-    channels_first,
-    grayscale,
-    clip,
-    append_domain,
-    append_mask,
-    train_every,
-    gradient_steps,
-    batch_size,
-    learning_starts,
-    window_size,
-) -> dict[str, Any]:
-    return dict(
-        image_key=image_key,
-        channels_first=channels_first,
-        grayscale=grayscale,
-        clip=clip,
-        append_domain=append_domain,
-        append_mask=append_mask,
-        train_every=train_every,
-        gradient_steps=gradient_steps,
-        batch_size=batch_size,
-        learning_starts=learning_starts,
-        window_size=window_size,
-    )
+def _reseed_untouched(feed: LatentFeed, seed: Any) -> bool:
+    """Rebuild ``feed``'s learner with ``seed`` if it has not seen a frame yet (the learner's
+    weights are drawn from its seed at construction). True when it was rebuilt."""
+    if seed is None or isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        return False
+    old = feed.learner
+    if not feed.schedule.untouched or old.num_updates or len(old.window) or int(seed) == old.seed:
+        return False
+    new = VASE(old.config, seed=int(seed), device=old.device)
+    new.window.resize(old.window.capacity)
+    feed.learner = new
+    feed._mask_owner = None
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# what lies below a wrapper: frame stacks and symbolic grids are refused unless the user says
+# ------------------------------------------------------------------------------------------
+_STACKING_WRAPPERS = ("FrameStackObservation", "FrameStack", "VecFrameStack")
+_MINIGRID_PIXEL_WRAPPERS = ("RGBImgObsWrapper", "RGBImgPartialObsWrapper")
+
+
+def _gym_chain(env: Any) -> list[Any]:
+    """The wrappers of a Gymnasium env (outermost first) and, last, the unwrapped env."""
+    chain, seen = [], 0
+    while env is not None and seen < 64:
+        chain.append(env)
+        env = getattr(env, "env", None) if isinstance(env, (gym.Wrapper, gym.vector.VectorWrapper)) else None
+        seen += 1
+    if chain and isinstance(chain[-1], gym.vector.SyncVectorEnv) and chain[-1].envs:
+        chain.extend(_gym_chain(chain[-1].envs[0]))
+    return chain
+
+
+def _vec_chain(venv: Any) -> list[Any]:
+    """The layers of an SB3 VecEnv (outermost first) and the first sub-env's Gymnasium chain
+    when it lives in this process (DummyVecEnv)."""
+    chain, seen = [], 0
+    while venv is not None and seen < 64:
+        chain.append(venv)
+        venv = venv.venv if isinstance(venv, VecEnvWrapper) else None
+        seen += 1
+    base = chain[-1] if chain else None
+    if isinstance(base, DummyVecEnv) and base.envs:
+        chain.extend(_gym_chain(base.envs[0]))
+    return chain
+
+
+def _stack_size(layer: Any) -> int | None:
+    for holder in (layer, getattr(layer, "stacked_obs", None)):
+        for name in ("stack_size", "n_stack", "num_stack"):
+            value = getattr(holder, name, None) if holder is not None else None
+            if isinstance(value, (int, np.integer)):
+                return int(value)
+    return None
+
+
+def _check_env_input(env: Any, options: dict[str, Any], where: str) -> None:
+    """Refuse inputs that the observation space alone would let VASE misread."""
+    chain = _vec_chain(env) if isinstance(env, VecEnv) else _gym_chain(env)
+    if options.get("frame_stack") is None:
+        for layer in chain:
+            name = type(layer).__name__
+            if name in _STACKING_WRAPPERS:
+                n = _stack_size(layer)
+                shown = n if n is not None else "k"
+                raise TypeError(
+                    f"{where}: the observations are stacks of {shown} frames made by {name} below the VASE wrapper; "
+                    "read as one image, their time steps would be mixed like colour channels. Stack latents instead "
+                    f"(remove {name} and put VecFrameStack(vase_env, {shown}) after the VASE wrapper), or pass "
+                    f"frame_stack={shown} to encode every frame and put their latents side by side"
+                )
+        if isinstance(env, VecEnv) and not isinstance(chain[-1], gym.Env):
+            try:
+                from gymnasium.wrappers import FrameStackObservation
+
+                if any(env.env_is_wrapped(FrameStackObservation)):
+                    raise TypeError(
+                        f"{where}: the sub-envs are wrapped in FrameStackObservation; stack latents instead "
+                        "(VecFrameStack after the VASE wrapper) or pass frame_stack=<number of frames>"
+                    )
+            except (AttributeError, NotImplementedError):  # pragma: no cover - exotic VecEnvs
+                pass
+    if options.get("value_range") is None:
+        unwrapped = chain[-1] if chain else None
+        module = type(unwrapped).__module__ if unwrapped is not None else ""
+        names = {type(layer).__name__ for layer in chain}
+        if module.split(".")[0] == "minigrid" and not names & set(_MINIGRID_PIXEL_WRAPPERS):
+            raise TypeError(
+                f"{where}: this MiniGrid env gives its symbolic grid (object, colour and state indices per cell), "
+                "not pixels. Render pixels with minigrid.wrappers.RGBImgObsWrapper (what "
+                "vase_rl.agents.real_envs.make_minigrid does), or, to encode the indices as an image on purpose, "
+                "pass value_range=(0, 10) (and allow_small_images=True for a 7x7 view)"
+            )
 
 
 # ------------------------------------------------------------------------------------------
@@ -437,10 +831,11 @@ def _feed_kwargs(
 # ------------------------------------------------------------------------------------------
 class _FeedAccess:
     """What the Gymnasium wrappers share: the learner/feed accessors, the learning switch,
-    statistics and saving. Subclasses set ``self._feed`` and ``self._learning``."""
+    seeds, fingerprints, statistics and saving. Subclasses set ``self._feed`` and
+    ``self._seed_from_env``."""
 
     _feed: LatentFeed
-    _learning: bool
+    _seed_from_env: bool = False
     _checkpoint_kind = "VASEWrapper"
 
     @property
@@ -454,23 +849,34 @@ class _FeedAccess:
 
     @property
     def learning(self) -> bool:
-        return self._learning
+        """Whether frames go to the learner and updates run (settable)."""
+        return self._feed.learning
 
     @learning.setter
     def learning(self, flag: bool) -> None:
         self.set_learning(flag)
 
+    # ``training``, as VecNormalize and VecVASE call it
+    training = learning
+
     def set_learning(self, flag: bool) -> None:
         """Switch online learning on/off (off: no frames stored, no updates, deterministic)."""
-        self._learning = bool(flag)
+        self._feed.learning = bool(flag)
+
+    set_training = set_learning
 
     def get_vase_stats(self, since: int | None = None) -> dict[str, Any]:
         """Plain-data statistics (losses, KL vs capacity, domains, latents, events); see
         :meth:`LatentFeed.stats`. Safe through ``env_method``/``call`` of vector envs."""
-        return self._feed.stats(self._learning, since)
+        return self._feed.stats(None, since)
+
+    def representation_fingerprint(self) -> dict[str, Any]:
+        """Plain data identifying the representation (see :meth:`LatentFeed.fingerprint`)."""
+        return self._feed.fingerprint()
 
     def set_learner(self, learner: VASE) -> None:
         self._feed.set_learner(learner)
+        self._seed_from_env = False
 
     def _record_args(
         self,
@@ -480,9 +886,10 @@ class _FeedAccess:
         learner_path: Any,
         seed: int | None,
         device: Any,
-        feed_kwargs: dict[str, Any],
+        options: dict[str, Any],
     ) -> None:
         """Gymnasium's ``RecordConstructorArgs`` with JSON-able values only (a config as a dict)."""
+        plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
         gym.utils.RecordConstructorArgs.__init__(
             self,
             config=_config_record(learner.config if config is None and learner is not None else config),
@@ -490,13 +897,22 @@ class _FeedAccess:
             learner_path=None if learner_path is None else str(learner_path),
             seed=seed,
             device=device if isinstance(device, str) else str(device),
-            **feed_kwargs,
+            **plain,
         )
+
+    def _setup(self, observation_space, config, learner, learning, learner_path, seed, device, options, per_step):
+        self._seed_from_env = learner is None and learner_path is None and seed is None
+        learner = resolve_learner(config, learner, learner_path, seed, device)
+        self._feed = LatentFeed(observation_space, learner, frames_per_step=per_step, learning=learning, **options)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save the learner and this wrapper's settings (``VASE.load`` also reads the file)."""
         return save_checkpoint(
-            path, self.learner, dict(self._feed.settings(), learning=self._learning), self._checkpoint_kind
+            path,
+            self.learner,
+            dict(self._feed.settings(), learning=self.learning),
+            self._checkpoint_kind,
+            _input_record(self._feed.adapter),
         )
 
 
@@ -513,9 +929,21 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         learner: an existing :class:`vase_rl.VASE` to use (and share with other wrappers).
         learning: feed frames to the learner and update it (``False``: a pure, deterministic encoder).
         learner_path: load the learner from a checkpoint (for re-creation from a spec / RL Zoo).
-        seed, device: for a new learner (``device="auto"`` picks CUDA when present).
+        seed: the new learner's seed; ``None``: the seed of the first seeded ``reset`` (while the
+            learner has not learnt anything), else a random one (``env.learner.seed`` tells).
+        device: for a new learner (``"auto"`` picks CUDA when present).
+
+    Keyword options (the same for :class:`VecVASE` and :class:`VASEVectorWrapper`):
         image_key: the image entry of a ``Dict`` observation space.
+        keep_keys: the other ``Dict`` entries to pass through beside the latents (default: all);
+            the observation is then ``Dict({"latents": Box, **kept})``.
+        latents_only: ``True``: drop the other ``Dict`` entries, the observation is the latent Box.
         channels_first, grayscale: layout / colour overrides (see ``ImageObservationAdapter``).
+        value_range: ``(low, high)`` of the pixels when the space does not declare 0..255 or [0, 1].
+        frame_stack: the image holds this many stacked frames (VecFrameStack/FrameStackObservation
+            below the wrapper): each is encoded and the latents are put side by side, oldest first;
+            only the newest frame of each observation goes to the learner.
+        allow_small_images: accept images with a side under 16 px (else read as a symbolic grid).
         clip: observation bound; latents are clipped to [-clip, clip].
         append_domain: append the one-hot (``max_domains``) of the domain the classifier infers.
         append_mask: append the latent mask in force (1 = active latent).
@@ -538,67 +966,53 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         learner_path: str | None = None,
         seed: int | None = None,
         device: str = "auto",
-        image_key: str | None = None,
-        channels_first: bool | None = None,
-        grayscale: bool | None = None,
-        clip: float = DEFAULT_CLIP,
-        append_domain: bool = False,
-        append_mask: bool = False,
-        train_every: int = DEFAULT_TRAIN_EVERY,
-        gradient_steps: int = 1,
-        batch_size: int | None = None,
-        learning_starts: int | None = None,
-        window_size: int | None = None,
+        **options: Any,
     ) -> None:
-        feed_kwargs = _feed_kwargs(
-            image_key,
-            channels_first,
-            grayscale,
-            clip,
-            append_domain,
-            append_mask,
-            train_every,
-            gradient_steps,
-            batch_size,
-            learning_starts,
-            window_size,
-        )
-        self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
+        options = _feed_options(options, "VASEWrapper")
+        self._record_args(config, learner, learning, learner_path, seed, device, options)
         gym.ObservationWrapper.__init__(self, env)
-        learner = resolve_learner(config, learner, learner_path, seed, device)
-        self._feed = LatentFeed(env.observation_space, learner, frames_per_step=1, **feed_kwargs)
-        self.observation_space = self._feed.latent_space
-        self._learning = bool(learning)
+        _check_env_input(env, options, "VASEWrapper")
+        self._setup(env.observation_space, config, learner, learning, learner_path, seed, device, options, 1)
+        self.observation_space = self._feed.output_space
 
     # ---------------------------------------------------------------- gymnasium API
-    def observation(self, observation: Any) -> np.ndarray:
-        x = self._feed.prepare(self._feed.adapter.select(observation)[None])
-        if self._learning:
-            self._feed.learn_from(x)
-        return self._feed.encode(x)[0]
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self._seed_from_env:
+            _reseed_untouched(self._feed, seed)
+        return super().reset(seed=seed, options=options)
+
+    def observation(self, observation: Any) -> Any:
+        feed = self._feed
+        x = feed.prepare(np.asarray(feed.adapter.select(observation))[None])
+        if feed.learning:
+            feed.learn_from(x)
+        return feed.output(feed.encode(x)[0], observation)
 
     # ---------------------------------------------------------------- control and data
     def encode(self, observation: Any, batched: bool = False) -> np.ndarray:
-        """Latents of raw observation(s), without any side effect."""
+        """Latents of raw observation(s), without any side effect (Dict entries are not added)."""
         images = self._feed.adapter.select(observation)
         x = self._feed.prepare(images if batched else np.asarray(images)[None])
         z = self._feed.encode(x)
         return z if batched else z[0]
 
     def reconstruct(self, observation: Any, batched: bool = False) -> np.ndarray:
-        """The learner's reconstruction (C, H, W) float in [0, 1] of raw observation(s)."""
+        """The learner's reconstruction (C, H, W) float in [0, 1] of raw observation(s) (one per
+        frame of a stack)."""
         images = self._feed.adapter.select(observation)
         x = self._feed.prepare(images if batched else np.asarray(images)[None])
         rec = self.learner.reconstruct(x)
-        return rec if batched else rec[0]
+        return rec if batched or self._feed.frames > 1 else rec[0]
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env, device: str = "auto", **overrides: Any) -> VASEWrapper:
         """Wrap ``env`` with the learner and settings saved at ``path`` (``overrides`` win)."""
-        learner, settings = load_checkpoint(path, device=device)
-        kwargs = dict(settings)
+        state, record = _wrapper_record(path)
+        learner = VASE.from_state_dict(state, device=device, source=str(path))
+        kwargs = dict(record.get("settings", {}))
         kwargs.update(overrides)
         wrapper = cls(env, learner=learner, device=device, **kwargs)
+        _check_input(record.get("input"), wrapper._feed.adapter, str(path))
         wrapper._saved_kwargs.update(config=None, learner_path=str(path))
         return wrapper
 
@@ -609,14 +1023,15 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
 class VecVASE(VecEnvWrapper):
     """SB3 ``VecEnvWrapper`` encoding every sub-env's image in one batch with a VASE learner.
 
-    Modelled on ``VecNormalize``: ``training`` switches learning (set it to ``False`` for
-    evaluation), :meth:`encode` is side-effect free, :meth:`get_original_obs` returns the last
-    raw observations, :meth:`save` / :meth:`VecVASE.load(path, venv) <load>` persist the learner
-    and the settings (the agent's ``model.save`` does not include them), and pickling excludes
-    the venv (call :meth:`set_venv` after unpickling). Options as for :class:`VASEWrapper`;
-    ``train_every`` counts vector steps (8 envs, ``train_every=8``: one update per 64 new
-    frames); an update draws ``batch_size`` of the last ``window_size`` (default
-    the learner's ``config.window_size``, 1,024) frames.
+    Modelled on ``VecNormalize``: ``training`` (alias ``learning``) switches learning (set it to
+    ``False`` for evaluation; :func:`freeze` switches every learning layer of a stack), :meth:`encode`
+    is side-effect free, :meth:`get_original_obs` returns a copy of the last raw observations,
+    :meth:`save` / :meth:`VecVASE.load(path, venv) <load>` persist the learner and the settings (the
+    agent's ``model.save`` does not include them; ``vase_rl.agents.save_stack`` saves everything),
+    and pickling excludes the venv (call :meth:`set_venv` after unpickling). Options as for
+    :class:`VASEWrapper`; ``train_every`` counts vector steps (8 envs, ``train_every=8``: one update
+    per 64 new frames). With no ``seed``, the learner takes the one ``env.seed(s)`` is called with
+    (``PPO(seed=s)`` does) while it has not learnt anything.
     """
 
     def __init__(
@@ -629,48 +1044,25 @@ class VecVASE(VecEnvWrapper):
         learner_path: str | None = None,
         seed: int | None = None,
         device: str = "auto",
-        image_key: str | None = None,
-        channels_first: bool | None = None,
-        grayscale: bool | None = None,
-        clip: float = DEFAULT_CLIP,
-        append_domain: bool = False,
-        append_mask: bool = False,
-        train_every: int = DEFAULT_TRAIN_EVERY,
-        gradient_steps: int = 1,
-        batch_size: int | None = None,
-        learning_starts: int | None = None,
-        window_size: int | None = None,
+        **options: Any,
     ) -> None:
         if not isinstance(venv, VecEnv):
             raise TypeError(
                 f"VecVASE wraps an SB3 VecEnv (e.g. make_vec_env(...)); got {type(venv).__name__}. "
                 "For a single gymnasium env use VASEWrapper."
             )
+        options = _feed_options(options, "VecVASE")
+        _check_env_input(venv, options, "VecVASE")
+        self._seed_from_env = learner is None and learner_path is None and seed is None
         learner = resolve_learner(config, learner, learner_path, seed, device)
         self._feed = LatentFeed(
-            venv.observation_space,
-            learner,
-            frames_per_step=venv.num_envs,
-            **_feed_kwargs(
-                image_key,
-                channels_first,
-                grayscale,
-                clip,
-                append_domain,
-                append_mask,
-                train_every,
-                gradient_steps,
-                batch_size,
-                learning_starts,
-                window_size,
-            ),
+            venv.observation_space, learner, frames_per_step=venv.num_envs, learning=training, **options
         )
-        super().__init__(venv, observation_space=self._feed.latent_space)
-        self.training = bool(training)
+        super().__init__(venv, observation_space=self._feed.output_space)
         self.old_obs: Any = None
 
     # ---------------------------------------------------------------- VecEnv API
-    def reset(self) -> np.ndarray:
+    def reset(self) -> Any:
         obs = self.venv.reset()
         self.old_obs = obs
         return self._process(obs, [], [])
@@ -683,18 +1075,26 @@ class VecVASE(VecEnvWrapper):
         latents = self._process(obs, terminal, idx, infos)
         return latents, rewards, dones, infos
 
-    def _process(self, obs: Any, terminal: list[Any], idx: list[int], infos: Any = None) -> np.ndarray:
-        images = np.asarray(self._feed.adapter.select(obs))
+    def _process(self, obs: Any, terminal: list[Any], idx: list[int], infos: Any = None) -> Any:
+        feed = self._feed
+        images = np.asarray(feed.adapter.select(obs))
         n = images.shape[0]
         if terminal:
             images = np.concatenate([images, np.stack([np.asarray(t) for t in terminal])], axis=0)
-        x = self._feed.prepare(images)
-        if self.training:
-            self._feed.learn_from(x)
-        z = self._feed.encode(x)
+        x = feed.prepare(images)
+        if feed.learning:
+            feed.learn_from(x)
+        z = feed.encode(x)
         for j, i in enumerate(idx):
-            infos[i]["terminal_observation"] = z[n + j].copy()
-        return z[:n]
+            infos[i]["terminal_observation"] = feed.output(z[n + j].copy(), infos[i]["terminal_observation"])
+        return feed.output(z[:n], obs)
+
+    def seed(self, seed: int | None = None) -> Any:
+        """Seed the sub-envs (as ``VecEnv.seed``) and, when this wrapper made its learner without a
+        seed and it has not learnt yet, rebuild the learner with ``seed`` (``PPO(seed=s)`` calls this)."""
+        if self._seed_from_env:
+            _reseed_untouched(self._feed, seed)
+        return self.venv.seed(seed)
 
     # ---------------------------------------------------------------- control and data
     @property
@@ -705,28 +1105,40 @@ class VecVASE(VecEnvWrapper):
     def feed(self) -> LatentFeed:
         return self._feed
 
+    @property
+    def training(self) -> bool:
+        """Whether frames go to the learner and updates run (settable, as ``VecNormalize.training``)."""
+        return self._feed.learning
+
+    @training.setter
+    def training(self, flag: bool) -> None:
+        self._feed.learning = bool(flag)
+
+    learning = training
+
     def set_training(self, flag: bool) -> None:
-        self.training = bool(flag)
+        self.training = flag
 
     set_learning = set_training
-
-    @property
-    def learning(self) -> bool:
-        return self.training
 
     def encode(self, obs: Any) -> np.ndarray:
         """Latents of a batch of raw observations (as the wrapped venv returns them), no side effect."""
         return self._feed.encode(self._feed.prepare(np.asarray(self._feed.adapter.select(obs))))
 
     def get_original_obs(self) -> Any:
-        """The raw observations of the last ``reset``/``step``."""
-        return self.old_obs
+        """A copy of the raw observations of the last ``reset``/``step``."""
+        return copy.deepcopy(self.old_obs)
 
     def get_vase_stats(self, since: int | None = None) -> dict[str, Any]:
-        return self._feed.stats(self.training, since)
+        return self._feed.stats(None, since)
+
+    def representation_fingerprint(self) -> dict[str, Any]:
+        """Plain data identifying the representation (see :meth:`LatentFeed.fingerprint`)."""
+        return self._feed.fingerprint()
 
     def set_learner(self, learner: VASE) -> None:
         self._feed.set_learner(learner)
+        self._seed_from_env = False
 
     def for_evaluation(self, eval_venv: VecEnv, **overrides: Any) -> VecVASE:
         """Wrap ``eval_venv`` with this wrapper's learner (the same object) and settings, frozen:
@@ -739,18 +1151,28 @@ class VecVASE(VecEnvWrapper):
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Save the learner and settings (``VASE.load`` also reads the file)."""
-        return save_checkpoint(path, self.learner, dict(self._feed.settings(), learning=self.training), "VecVASE")
+        return save_checkpoint(
+            path,
+            self.learner,
+            dict(self._feed.settings(), learning=self.training),
+            "VecVASE",
+            _input_record(self._feed.adapter),
+        )
 
     @staticmethod
     def load(path: str | os.PathLike, venv: VecEnv, device: str = "auto", **overrides: Any) -> VecVASE:
         """Wrap ``venv`` with the learner and settings saved at ``path``; ``overrides`` (e.g.
-        ``training=False`` for evaluation) win over the saved settings."""
-        learner, settings = load_checkpoint(path, device=device)
-        kwargs = dict(settings)
+        ``training=False`` for evaluation) win over the saved settings. A venv whose raw images
+        differ in shape or dtype from the ones the learner was trained on is refused."""
+        state, record = _wrapper_record(path)
+        learner = VASE.from_state_dict(state, device=device, source=str(path))
+        kwargs = dict(record.get("settings", {}))
         if "learning" in kwargs:
             kwargs["training"] = kwargs.pop("learning")
         kwargs.update(overrides)
-        return VecVASE(venv, learner=learner, device=device, **kwargs)
+        wrapper = VecVASE(venv, learner=learner, device=device, **kwargs)
+        _check_input(record.get("input"), wrapper._feed.adapter, str(path))
+        return wrapper
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -761,6 +1183,7 @@ class VecVASE(VecEnvWrapper):
             "learner": feed.learner.state_dict(),
             "device": str(feed.learner.device),
             "settings": feed.settings(),
+            "learning": feed.learning,
             "space": feed.adapter.observation_space,
             "frames_per_step": self.num_envs,
         }
@@ -771,22 +1194,26 @@ class VecVASE(VecEnvWrapper):
         device = ckpt["device"] if torch.device(ckpt["device"]).type != "cuda" or torch.cuda.is_available() else "cpu"
         learner = VASE.from_state_dict(ckpt["learner"], device=device)
         self.__dict__.update(state)
-        self._feed = LatentFeed(ckpt["space"], learner, frames_per_step=ckpt["frames_per_step"], **ckpt["settings"])
+        self._feed = LatentFeed(
+            ckpt["space"],
+            learner,
+            frames_per_step=ckpt["frames_per_step"],
+            learning=ckpt.get("learning", True),
+            **ckpt["settings"],
+        )
         self.venv = None  # type: ignore[assignment]
 
     def set_venv(self, venv: VecEnv) -> None:
-        """Attach a venv after unpickling (as ``VecNormalize.set_venv``)."""
-        import inspect
-
+        """Attach a venv after unpickling (as ``VecNormalize.set_venv``); its observation space must
+        be the one this wrapper was built for (other frames would be misread as the learnt ones)."""
         if self.venv is not None:
             raise ValueError("Trying to set venv of an already initialised VecVASE wrapper")
-        if venv.observation_space != self._feed.adapter.observation_space:
-            ImageObservationAdapter(
-                venv.observation_space,
-                self.learner.config.image_shape,
-                self._feed.image_key,
-                self._feed.channels_first,
-                self._feed.grayscale,
+        expected = self._feed.adapter.observation_space
+        if venv.observation_space != expected:
+            raise ValueError(
+                f"set_venv: this VecVASE reads observations {expected}, the new venv gives {venv.observation_space}; "
+                "build the venv as at training time, or, to use the learner on other frames on purpose, wrap it "
+                "anew: VecVASE(venv, learner=old.learner, **old.feed.settings())"
             )
         self.venv = venv
         self.num_envs = venv.num_envs
@@ -800,7 +1227,8 @@ class VecVASE(VecEnvWrapper):
 class VASEVectorWrapper(_FeedAccess, gym.vector.VectorObservationWrapper, gym.utils.RecordConstructorArgs):
     """The Gymnasium vector-env twin of :class:`VecVASE` (needs ``autoreset_mode`` NEXT_STEP or
     DISABLED, the defaults of ``SyncVectorEnv``/``AsyncVectorEnv``, in which final observations
-    are ordinary observations). Options as for :class:`VASEWrapper`."""
+    are ordinary observations). Options as for :class:`VASEWrapper`; with no ``seed``, the learner
+    takes the seed of the first seeded ``reset`` (an int, or the first of a list)."""
 
     _checkpoint_kind = "VASEVectorWrapper"
 
@@ -814,44 +1242,29 @@ class VASEVectorWrapper(_FeedAccess, gym.vector.VectorObservationWrapper, gym.ut
         learner_path: str | None = None,
         seed: int | None = None,
         device: str = "auto",
-        image_key: str | None = None,
-        channels_first: bool | None = None,
-        grayscale: bool | None = None,
-        clip: float = DEFAULT_CLIP,
-        append_domain: bool = False,
-        append_mask: bool = False,
-        train_every: int = DEFAULT_TRAIN_EVERY,
-        gradient_steps: int = 1,
-        batch_size: int | None = None,
-        learning_starts: int | None = None,
-        window_size: int | None = None,
+        **options: Any,
     ) -> None:
-        feed_kwargs = _feed_kwargs(
-            image_key,
-            channels_first,
-            grayscale,
-            clip,
-            append_domain,
-            append_mask,
-            train_every,
-            gradient_steps,
-            batch_size,
-            learning_starts,
-            window_size,
-        )
-        self._record_args(config, learner, learning, learner_path, seed, device, feed_kwargs)
+        options = _feed_options(options, "VASEVectorWrapper")
+        self._record_args(config, learner, learning, learner_path, seed, device, options)
         gym.vector.VectorObservationWrapper.__init__(self, env)
-        learner = resolve_learner(config, learner, learner_path, seed, device)
-        self._feed = LatentFeed(env.single_observation_space, learner, frames_per_step=env.num_envs, **feed_kwargs)
-        self.single_observation_space = self._feed.latent_space
-        self.observation_space = gym.vector.utils.batch_space(self._feed.latent_space, env.num_envs)
-        self._learning = bool(learning)
+        _check_env_input(env, options, "VASEVectorWrapper")
+        self._setup(
+            env.single_observation_space, config, learner, learning, learner_path, seed, device, options, env.num_envs
+        )
+        self.single_observation_space = self._feed.output_space
+        self.observation_space = gym.vector.utils.batch_space(self._feed.output_space, env.num_envs)
 
-    def observations(self, observations: Any) -> np.ndarray:
-        x = self._feed.prepare(np.asarray(self._feed.adapter.select(observations)))
-        if self._learning:
-            self._feed.learn_from(x)
-        return self._feed.encode(x)
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        if self._seed_from_env:
+            _reseed_untouched(self._feed, seed[0] if isinstance(seed, (list, tuple)) and seed else seed)
+        return super().reset(seed=seed, options=options)
+
+    def observations(self, observations: Any) -> Any:
+        feed = self._feed
+        x = feed.prepare(np.asarray(feed.adapter.select(observations)))
+        if feed.learning:
+            feed.learn_from(x)
+        return feed.output(feed.encode(x), observations)
 
 
 # ------------------------------------------------------------------------------------------
@@ -943,6 +1356,63 @@ def unwrap_vase(env: Any) -> VecVASE | VASEWrapper | VASEVectorWrapper | None:
         env = getattr(env, "venv", None) if isinstance(env, VecEnvWrapper) else getattr(env, "env", None)
         seen += 1
     return None
+
+
+def set_stack_training(env: Any, training: bool) -> list[str]:
+    """Switch every learning layer of a wrapper stack at once and say which ones it reached:
+    ``VecVASE`` and ``VecNormalize`` (``training``), ``VASEWrapper``/``VASEVectorWrapper`` (also
+    inside the sub-envs of an SB3 VecEnv, through ``env_method``) and Gymnasium's normalisers
+    (``update_running_mean``). ``env.training = False`` on a plain ``VecNormalize`` reaches only
+    that layer; this reaches them all."""
+    flag = bool(training)
+    reached: list[str] = []
+    layer, depth = env, 0
+    while layer is not None and depth < 64:
+        depth += 1
+        name = type(layer).__name__
+        if isinstance(layer, VecEnvWrapper):
+            if isinstance(layer, VecVASE):
+                layer.training = flag
+                reached.append(f"{name}.training")
+            elif isinstance(layer, VecNormalize):
+                own = getattr(layer, "set_own_training", None)
+                if own is not None:
+                    own(flag)
+                else:
+                    layer.training = flag
+                reached.append(f"{name}.training")
+            layer = layer.venv
+            continue
+        if isinstance(layer, VecEnv):  # the base VecEnv: reach into its sub-envs
+            indices = [i for i, wrapped in enumerate(layer.env_is_wrapped(VASEWrapper)) if wrapped]
+            if indices:
+                layer.env_method("set_learning", flag, indices=indices)
+                reached.append(f"VASEWrapper.learning ({len(indices)} sub-envs)")
+            from gymnasium.wrappers import NormalizeObservation, NormalizeReward
+
+            for wrapper in (NormalizeObservation, NormalizeReward):
+                indices = [i for i, wrapped in enumerate(layer.env_is_wrapped(wrapper)) if wrapped]
+                if indices:
+                    layer.env_method("set_wrapper_attr", "update_running_mean", flag, indices=indices)
+                    reached.append(f"{wrapper.__name__}.update_running_mean ({len(indices)} sub-envs)")
+            break
+        if isinstance(layer, _FeedAccess):
+            layer.set_learning(flag)
+            reached.append(f"{name}.learning")
+        elif isinstance(getattr(type(layer), "update_running_mean", None), property):
+            layer.update_running_mean = flag
+            reached.append(f"{name}.update_running_mean")
+        if isinstance(layer, gym.vector.SyncVectorEnv):
+            for sub in layer.envs:
+                reached.extend(set_stack_training(sub, flag))
+            break
+        layer = getattr(layer, "env", None) if isinstance(layer, (gym.Wrapper, gym.vector.VectorWrapper)) else None
+    return reached
+
+
+def freeze(env: Any) -> list[str]:
+    """``set_stack_training(env, False)``: nothing in the stack learns or updates statistics."""
+    return set_stack_training(env, False)
 
 
 def sync_vase(train_env: Any, eval_env: Any, share: bool = True) -> None:
