@@ -94,6 +94,10 @@ class VASEConfig:
     # None = the paper's objective exactly.
     capacity_lead: float | None = 1.0
     learning_rate: float = PAPER["learning_rate"]
+    # clip the networks' gradient norm at this multiple of its running average (None: never): the
+    # first batches of a very unfamiliar domain otherwise take steps many times the learning rate
+    # and overwrite what the shared layers knew (not in the paper; docs/DESIGN_NOTES.md)
+    grad_clip: float | None = 3.0
     batch_size: int = PAPER["batch_size"]  # default batch size for wrappers and streams
     window_size: int = 1024  # frames kept by observe() for update() batches (16 batches; not in the paper)
 
@@ -213,6 +217,10 @@ class VASEConfig:
             raise bad("max_domains", "must be >= 1")
         if isinstance(self.window_size, bool) or not isinstance(self.window_size, int) or self.window_size < 2:
             raise bad("window_size", "must be an integer >= 2 (frames)")
+        if self.grad_clip is not None and not (
+            isinstance(self.grad_clip, (int, float)) and math.isfinite(self.grad_clip) and self.grad_clip >= 1
+        ):
+            raise bad("grad_clip", "must be a number >= 1 (a multiple of the running gradient norm), or None")
         if self.capacity_lead is not None and not (
             isinstance(self.capacity_lead, (int, float)) and math.isfinite(self.capacity_lead) and self.capacity_lead > 0
         ):

@@ -25,10 +25,12 @@ Two rules, selected by ``rule`` (``VASEConfig.domain_test``):
     reference by more than the hysteresis band and five of its batch-to-batch spreads, so slow
     drift or the batch noise of a skewed marginal is not a new domain. While
     S > h / 4 the batch is *held*: it is not trained on and moves no reference. At an alarm, every
-    stored domain is scored on the held batches with the same statistic; the one with the
-    smallest mean deficit is re-identified when that mean is below the fit level k + h / 2 (the
-    per-batch level that would raise an alarm within two batches), otherwise a new domain is
-    allocated. A domain's references move only on its own accepted batches, so they are frozen
+    stored domain is scored on the held batches with the same statistic. A stored domain fits
+    when its mean deficit is below the fit level k + h / 2 (the per-batch level that would raise
+    an alarm within two batches) or below a quarter of the alarming domain's mean deficit (a
+    returning domain that was partly forgotten is still far closer than the domain that just
+    failed); among those that fit, the one whose decoder explains the batch best (highest mean
+    explained fraction) is re-identified, otherwise a new domain is allocated. A domain's references move only on its own accepted batches, so they are frozen
     while the stream is elsewhere; a new or returning domain re-learns its reference during a
     warm-up in which it cannot be rejected. With t ~ N(0, 1) under no change, Siegmund's
     approximation gives the in-control average run length
@@ -53,6 +55,8 @@ from typing import Any, Protocol
 
 import torch
 
+from vase_rl.masking import hysteresis_mask
+
 __all__ = [
     "RULES",
     "BatchScore",
@@ -71,6 +75,7 @@ RULES = ("evidence", "ratio")
 _CAP_FRACTION = 0.6  # largest per-batch increment as a fraction of the threshold h
 _HOLD_FRACTION = 0.25  # evidence above h / 4 holds the batch
 _FIT_FRACTION = 0.5  # a stored domain fits when its mean deficit is below k + h / 2
+_REIDENTIFY_RATIO = 0.25  # ... or below a quarter of the alarming domain's mean deficit (forgetting)
 _MASK_JUMP_SD = 5.0  # a mask jump must exceed the latent's running alpha by this many of its spreads
 
 
@@ -362,20 +367,40 @@ class DomainMemory:
             self.score_floor,
         )
 
+    def batch_mask(self, domain: int, alpha: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """The mask ``domain`` would train a batch of atypicality ``alpha`` with (spec §4, eq. 5).
+
+        The domain's stored mask continued by the hysteresis filter (active below lambda_0,
+        inactive above lambda_1), except that a latent the domain's decoder uses is switched off
+        only when its atypicality *jumps* (:meth:`mask_jump_latents`): switching off a used latent
+        costs reconstruction, and the batch noise of a skewed marginal near lambda_1 must not do
+        that. ``frozen`` returns the stored mask unchanged."""
+        stored = torch.tensor(self.records[domain].latent_mask, dtype=torch.bool, device=alpha.device)
+        if frozen:
+            return stored
+        mask = hysteresis_mask(alpha, stored, self.mask_high - self.mask_band, self.mask_high)
+        used = self._used_active(self.records[domain], alpha.device)
+        if used is not None and self.records[domain].atypicality_reference is not None:
+            mask = mask | (used & ~self.mask_jump_latents(domain, alpha))
+        return mask
+
+    def mask_jump_latents(self, domain: int, alpha: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: used, active latents of ``domain`` whose atypicality jumped on this batch."""
+        rec = self.records[domain]
+        used = self._used_active(rec, alpha.device)
+        if used is None or rec.atypicality_reference is None:
+            return torch.zeros_like(alpha, dtype=torch.bool)
+        ref = torch.tensor(rec.atypicality_reference, dtype=alpha.dtype, device=alpha.device)
+        spread = torch.tensor(rec.atypicality_var or [0.0] * len(ref), dtype=alpha.dtype, device=alpha.device)
+        margin = torch.clamp(_MASK_JUMP_SD * spread.clamp_min(0).sqrt(), min=self.mask_band)
+        return (alpha > self.mask_high) & (alpha > ref + margin) & used
+
     def mask_jumps(self, domain: int, alpha: torch.Tensor) -> int:
         """Used, active latents of ``domain`` that turned atypical on this batch: alpha above
         lambda_1 and above its own running reference by more than the hysteresis band and more
         than ``_MASK_JUMP_SD`` of its batch-to-batch spread (a latent with a skewed marginal
         swings by a few tenths from batch to batch; a real change of data moves alpha by units)."""
-        rec = self.records[domain]
-        used = self._used_active(rec, alpha.device)
-        if used is None or rec.atypicality_reference is None:
-            return 0
-        ref = torch.tensor(rec.atypicality_reference, dtype=alpha.dtype, device=alpha.device)
-        spread = torch.tensor(rec.atypicality_var or [0.0] * len(ref), dtype=alpha.dtype, device=alpha.device)
-        margin = torch.clamp(_MASK_JUMP_SD * spread.clamp_min(0).sqrt(), min=self.mask_band)
-        jump = (alpha > self.mask_high) & (alpha > ref + margin) & used
-        return int(jump.sum())
+        return int(self.mask_jump_latents(domain, alpha).sum())
 
     # --- the decision ------------------------------------------------------------------
     def decide(self, step: int, view: BatchView) -> Verdict:
@@ -449,7 +474,8 @@ class DomainMemory:
         # among the stored domains whose mean deficit stays below the fit level, the one whose
         # decoder explains the batch best (a domain's deficit is relative to its own reference,
         # which an immature domain keeps low; the explained fraction compares decoders directly)
-        fitting = [d for d in others if others[d].mean <= self.fit_level]
+        fit = max(self.fit_level, _REIDENTIFY_RATIO * self.episode[cur].mean)
+        fitting = [d for d in others if others[d].mean <= fit]
         best = max(fitting, key=lambda d: others[d].fraction_mean) if fitting else None
         if best is None and others:
             best = min(others, key=lambda d: others[d].mean)
@@ -457,7 +483,7 @@ class DomainMemory:
         vote = "mask" if jumps and t < self.evidence_allowance else "evidence"
         evidence = self.evidence
         episode = {d: [e.mean, e.fraction_mean, e.mask_jumps] for d, e in self.episode.items()}
-        if best is not None and best_mean <= self.fit_level:
+        if best is not None and best_mean <= fit:
             chosen, event = best, "switch"
         elif self.num_domains < self.max_domains:
             score_cur = view.score(cur)
