@@ -115,6 +115,17 @@ def test_encoder_payload_round_trip_encodes_exactly_like_the_learner(tiny_config
         learner_from_payload({"encoder": {}})
 
 
+def test_a_payload_is_a_copy_that_later_updates_do_not_change(tiny_config):
+    learner = _trained(tiny_config, updates=1)
+    payload = encoder_payload(learner)
+    frames = np.random.default_rng(2).integers(0, 256, (8, 16, 16, 1), dtype=np.uint8)
+    before = learner.encode(frames)
+    learner.update(frames)
+    learner.update(frames)
+    assert not np.array_equal(learner.encode(frames), before)
+    np.testing.assert_array_equal(learner_from_payload(payload).encode(frames), before)
+
+
 def test_payload_bytes_counts_array_data():
     a = np.zeros(10_000, np.uint8)
     assert 10_000 <= payload_bytes(a) < 10_300

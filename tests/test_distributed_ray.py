@@ -1,0 +1,254 @@
+"""RayVecEnv on a local Ray cluster (ray.init(num_cpus=2), one per test session): SB3's VecEnv
+contract, equality with the single-process path, weight broadcast, PPO through it, dead actors.
+
+Skipped when the optional ``ray`` extra is absent; ``make test`` installs it."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import vase_rl  # noqa: F401  (registers the envs)
+from vase_rl import VASE
+from vase_rl.wrappers import VecVASE
+
+ray = pytest.importorskip(
+    "ray", reason="the optional ray extra is not installed (pip install 'vase-rl[ray]'; make test installs it)"
+)
+
+from vase_rl.distributed import RayVecEnv, RolloutBoundarySync, WorkerDiedError  # noqa: E402
+from vase_rl.distributed.payload import payload_bytes  # noqa: E402
+
+ENV_ID = "vase_rl/SpriteTask-v0"
+make_env = functools.partial(gym.make, ENV_ID, image_size=16, max_steps=6)
+SMALL = {"num_cpus": 0.25}  # several actors share the 2 CPUs of the test cluster
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test's env classes, by value
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def raw_env(ray_cluster):
+    venv = RayVecEnv([make_env] * 3, envs_per_actor=2, actor_options=SMALL)  # actors of 2 and 1 envs
+    yield venv
+    venv.close()
+
+
+def assert_same_latents(got, want):
+    """Equal to float rounding: a convolution's last bits depend on the batch it runs in."""
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_reset_and_step_follow_the_vecenv_contract_and_match_dummy_vec_env(raw_env):
+    ref = DummyVecEnv([make_env] * 3)
+    assert raw_env.num_envs == 3 and raw_env.num_actors == 2
+    assert raw_env.observation_space == ref.observation_space and raw_env.action_space == ref.action_space
+    raw_env.seed(11), ref.seed(11)
+    obs = raw_env.reset()
+    assert obs.shape == (3, 16, 16, 1) and obs.dtype == np.uint8
+    np.testing.assert_array_equal(obs, ref.reset())
+    assert [i["class"] for i in raw_env.reset_infos] == [i["class"] for i in ref.reset_infos]
+    rng = np.random.default_rng(0)
+    terminal = 0
+    for _ in range(15):
+        actions = rng.integers(0, 5, 3)
+        obs, rewards, dones, infos = raw_env.step(actions)
+        want = ref.step(actions)
+        assert rewards.shape == (3,) and rewards.dtype == np.float32 and dones.shape == (3,) and dones.dtype == bool
+        assert isinstance(infos, list) and len(infos) == 3
+        for got, expected in zip((obs, rewards, dones), want[:3]):
+            np.testing.assert_array_equal(got, expected)
+        for i, (gi, wi) in enumerate(zip(infos, want[3])):
+            assert gi.keys() == wi.keys()
+            assert gi["TimeLimit.truncated"] == wi["TimeLimit.truncated"]
+            if dones[i]:  # the final frame of the episode, the returned obs is the next episode's first
+                terminal += 1
+                np.testing.assert_array_equal(gi["terminal_observation"], wi["terminal_observation"])
+                assert not np.array_equal(gi["terminal_observation"], obs[i]) or gi["is_success"]
+    assert terminal >= 3
+
+
+def test_seeding_reproduces_episodes_and_seeds_are_per_env(raw_env):
+    assert raw_env.seed(5) == [5, 6, 7]
+    first = raw_env.reset()
+    raw_env.step(np.zeros(3, np.int64))
+    raw_env.seed(5)
+    np.testing.assert_array_equal(raw_env.reset(), first)
+    raw_env.seed(6)
+    again = raw_env.reset()
+    np.testing.assert_array_equal(again[:2], first[1:])  # env i with seed 6 + i is env i + 1 with seed 5 + i + 1
+    assert not np.array_equal(again, first)
+
+
+def test_per_env_access_is_routed_to_the_right_actor(raw_env):
+    for i in range(3):
+        raw_env.set_attr("tag", 10 * i, indices=[i])
+    assert raw_env.get_attr("tag") == [0, 10, 20]
+    assert raw_env.get_attr("tag", indices=[2, 0]) == [20, 0]
+    assert raw_env.env_method("get_wrapper_attr", "tag", indices=[1, 2]) == [10, 20]
+    ref = DummyVecEnv([make_env])
+    assert raw_env.env_is_wrapped(gym.wrappers.OrderEnforcing) == ref.env_is_wrapped(gym.wrappers.OrderEnforcing) * 3
+    with pytest.raises(IndexError):
+        raw_env.get_attr("tag", indices=[3])
+
+
+def test_vecvase_over_ray_is_the_single_process_run(raw_env, tiny_config):
+    """Raw frames cross the wire, VecVASE encodes and learns in the driver: bit-identical."""
+    runs = []
+    for venv in (raw_env, DummyVecEnv([make_env] * 3)):
+        wrapped = VecVASE(venv, learner=VASE(tiny_config, seed=3), train_every=2)
+        wrapped.seed(21)
+        latents = [wrapped.reset()]
+        rng = np.random.default_rng(1)
+        for _ in range(12):
+            latents.append(wrapped.step(rng.integers(0, 5, 3))[0])
+        runs.append((np.stack(latents), wrapped.learner))
+    (lat_ray, learner_ray), (lat_ref, learner_ref) = runs
+    assert learner_ray.num_updates == learner_ref.num_updates > 0
+    np.testing.assert_array_equal(lat_ray, lat_ref)
+    for key, tensor in learner_ref.encoder.state_dict().items():
+        torch.testing.assert_close(learner_ray.encoder.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def _reference_run(tiny_config, rollouts, steps, actions, frame_every, train_every, lag):
+    """The single-process path with the core API only: DummyVecEnv, one learner that observes the
+    kept frames and updates at rollout ends, and the agent-facing copy refreshed at boundaries
+    (``lag`` rollouts behind)."""
+    learner = VASE(tiny_config, seed=0)
+    acting = VASE.from_state_dict(learner.state_dict())
+    venv = VecVASE(DummyVecEnv([make_env] * 4), learner=acting, training=False)
+    venv.seed(9)
+    latents, versions = [venv.reset()], []
+    kept = [venv.get_original_obs()[i] for i in range(4) if i % frame_every == 0]
+    states = [copy.deepcopy(learner.state_dict())]  # state_dict() shares storage with the live weights
+    t = 0
+    for r in range(rollouts):
+        for s in range(steps):
+            t += 1
+            latents.append(venv.step(actions[r * steps + s])[0])
+            raw = venv.get_original_obs()
+            kept += [raw[i] for i in range(4) if (t + i) % frame_every == 0]
+        learner.observe(venv.feed.prepare(np.stack(kept)))
+        kept = []
+        if len(learner.window) >= tiny_config.batch_size:
+            for _ in range(steps // train_every):
+                learner.update()
+        states.append(copy.deepcopy(learner.state_dict()))
+        if r + 1 - lag >= 1:
+            venv.set_learner(VASE.from_state_dict(states[r + 1 - lag]))
+        versions.append(venv.learner.num_updates)
+    return np.stack(latents), learner, versions
+
+
+def test_learner_actor_with_overlap_makes_the_updates_of_the_single_process_run(ray_cluster, tiny_config):
+    rollouts, steps, frame_every, train_every = 3, 8, 2, 4
+    actions = np.random.default_rng(2).integers(0, 5, (rollouts * steps, 4))
+    want_latents, want_learner, want_versions = _reference_run(
+        tiny_config, rollouts, steps, actions, frame_every, train_every, lag=1
+    )
+    venv = RayVecEnv(
+        [make_env] * 4,
+        envs_per_actor=2,
+        vase=tiny_config,
+        seed=0,
+        frame_every=frame_every,
+        train_every=train_every,
+        learner_on="actor",
+        overlap=True,
+        actor_options=SMALL,
+        learner_resources=SMALL,
+    )
+    try:
+        venv.seed(9)
+        latents, versions = [venv.reset()], []
+        for r in range(rollouts):
+            for s in range(steps):
+                latents.append(venv.step(actions[r * steps + s])[0])
+            venv.rollout_boundary()
+            actor_versions = venv.actor_weights_versions()
+            assert len(set(actor_versions)) == 1  # every actor got the broadcast
+            versions.append(actor_versions[0][0])
+        assert versions == want_versions and versions[-1] > 0  # the one-rollout lag of the overlap
+        assert_same_latents(np.stack(latents), want_latents)
+        learner = venv.get_learner()  # waits for the overlapped update of the last rollout
+        assert learner.num_updates == want_learner.num_updates
+        for key, tensor in want_learner.encoder.state_dict().items():
+            torch.testing.assert_close(learner.encoder.state_dict()[key], tensor, rtol=0, atol=0)
+        # the broadcast weights encode on every actor as the learner they came from
+        venv.rollout_boundary()  # applies the last rollout's update
+        raw = np.stack([make_env().reset(seed=s)[0] for s in range(5)])
+        for latents_of_actor in venv.actor_encode(raw):
+            assert_same_latents(latents_of_actor, VecVASE(DummyVecEnv([make_env]), learner=learner).encode(raw))
+        stats = venv.transfer_stats()
+        # one uint8 frame (256 bytes) + its step and env tags (2 x 8 bytes) in frame_every: 2 at reset + 2 per
+        # step over 24 steps, in 8 packets (2 actors x 4 boundaries) of at most 1 kB of pickling overhead each
+        frames = 2 + 2 * rollouts * steps
+        assert frames * 272 <= stats["frame_bytes"] <= frames * 272 + 8 * 1000
+        dummy = DummyVecEnv([make_env] * 4)
+        dummy.reset()
+        raw_step_bytes = payload_bytes(dummy.step(actions[0])) / 4  # frames + rewards + infos, per env
+        # latents (8 float32) instead of frames (256 bytes) cross at every step, beside rewards and infos
+        assert 8 * 4 < stats["step_bytes_per_env_step"] < raw_step_bytes
+    finally:
+        venv.close()
+
+
+def test_ppo_trains_through_ray_actors_with_the_boundary_callback(ray_cluster, tiny_config):
+    venv = RayVecEnv(
+        [make_env] * 4, 2, vase=tiny_config, frame_every=2, train_every=4, actor_options=SMALL, learner_on="driver"
+    )
+    try:
+        model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=4, device="cpu")
+        assert venv.get_learner().seed == 4  # PPO(seed=4) seeded the untouched learner, as with VecVASE
+        before = [p.detach().clone() for p in model.policy.parameters()]
+        sync = RolloutBoundarySync()
+        model.learn(384, callback=sync)
+        assert model.num_timesteps == 384 and len(sync.summaries) == 3
+        assert [s["updates"] for s in sync.summaries] == [8, 8, 8]  # 32 steps / train_every 4 per rollout
+        assert venv.get_learner().num_updates == 24
+        assert set(venv.actor_weights_versions()) == {(24, 0)}
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+        assert np.isfinite(sync.summaries[-1]["loss"])
+    finally:
+        venv.close()
+
+
+def _failing_env():
+    class FailsOnAction4(gym.Wrapper):
+        def step(self, action):
+            if int(action) == 4:
+                raise RuntimeError("this env refuses action 4")
+            return self.env.step(action)
+
+    return FailsOnAction4(make_env())
+
+
+def test_env_errors_name_the_actor_and_dead_actors_are_reported_not_dropped(ray_cluster):
+    venv = RayVecEnv([make_env, _failing_env], envs_per_actor=1, actor_options=SMALL)
+    try:
+        venv.reset()
+        with pytest.raises(RuntimeError, match="refuses action 4") as err:
+            venv.step(np.array([0, 4]))
+        assert "actor 1 (envs 1..1)" in "".join(getattr(err.value, "__notes__", []))
+        venv.step(np.array([0, 0]))  # an env error leaves the actors alive
+        ray.kill(venv._workers[0])
+        with pytest.raises(WorkerDiedError, match=r"actor 0 \(envs 0..0\)"):
+            venv.step(np.array([0, 0]))
+        with pytest.raises(WorkerDiedError, match="actor 0"):  # and every later call, no silent drop
+            venv.reset()
+        assert [p.split(":")[0] for p in venv.check_workers(timeout=20)] == ["actor 0 (envs 0..0)"]
+    finally:
+        venv.close()
