@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import vase_rl  # noqa: F401  (registers the envs)
 from vase_rl import VASE
 from vase_rl.distributed import require_ray
-from vase_rl.distributed.learner import BoundaryLearner
+from vase_rl.distributed.learner import BoundaryLearner, update_rounds_due
 from vase_rl.distributed.payload import (
     FrameStride,
     encoder_payload,
@@ -87,17 +87,39 @@ def test_frame_stride_keeps_one_frame_in_k_per_env_by_global_index():
             FrameStride(bad)
 
 
-def test_frame_packets_are_merged_in_step_then_env_order():
+def test_frame_packets_are_merged_in_the_order_vecvase_feeds_its_window():
     img = lambda *v: np.array(v, np.uint8).reshape(-1, 1, 1, 1)
-    a = {"steps": np.array([0, 2]), "envs": np.array([2, 3]), "images": img(20, 32)}
-    b = {"steps": np.array([0, 1, 2]), "envs": np.array([0, 1, 1]), "images": img(0, 11, 21)}
+    # actor A holds envs 2..3, actor B envs 0..1; at step 2 env 1 ended (terminal frame, slot 1)
+    a = {"steps": [0, 2], "slots": [0, 0], "envs": [2, 3], "images": img(20, 32), "frames_seen": 7}
+    b = {
+        "steps": [0, 1, 2, 2],
+        "slots": [0, 0, 0, 1],
+        "envs": [0, 1, 1, 1],
+        "images": img(0, 11, 21, 99),
+        "frames_seen": 8,
+    }
     merged = order_frame_packets([a, b])  # arrival order must not matter
-    np.testing.assert_array_equal(merged["steps"], [0, 0, 1, 2, 2])
-    np.testing.assert_array_equal(merged["envs"], [0, 2, 1, 1, 3])
-    np.testing.assert_array_equal(merged["images"].ravel(), [0, 20, 11, 21, 32])
+    np.testing.assert_array_equal(merged["steps"], [0, 0, 1, 2, 2, 2])
+    np.testing.assert_array_equal(merged["envs"], [0, 2, 1, 1, 3, 1])
+    # step 2: observations of envs 1 and 3, then env 1's terminal observation, as VecVASE concatenates them
+    np.testing.assert_array_equal(merged["images"].ravel(), [0, 20, 11, 21, 32, 99])
+    assert merged["frames_seen"] == 15
     np.testing.assert_array_equal(order_frame_packets([b, a])["images"], merged["images"])
     with pytest.raises(ValueError, match="same env at the same step"):
         order_frame_packets([a, a])
+
+
+def test_update_rounds_are_the_multiples_of_train_every_crossed_after_learning_starts():
+    # by hand: every=10, starts=25 -> rounds due at 30, 40, 50, ...
+    assert update_rounds_due(0, 29, 10, 25) == 0
+    assert update_rounds_due(0, 30, 10, 25) == 1
+    assert update_rounds_due(29, 52, 10, 25) == 3  # 30, 40, 50
+    assert update_rounds_due(52, 59, 10, 25) == 0
+    assert update_rounds_due(0, 10, 10, 0) == 1 and update_rounds_due(0, 9, 10, 0) == 0  # never at 0 frames
+    # counted at a boundary or step by step, the total is the same
+    steps = np.cumsum(np.random.default_rng(0).integers(3, 9, 40))
+    per_step = sum(update_rounds_due(a, b, 16, 40) for a, b in zip(np.r_[0, steps[:-1]], steps))
+    assert per_step == update_rounds_due(0, int(steps[-1]), 16, 40)
 
 
 def test_encoder_payload_round_trip_encodes_exactly_like_the_learner(tiny_config):
@@ -164,22 +186,33 @@ def test_encoding_worker_gives_vecvase_latents_and_keeps_strided_frames(tiny_con
     worker.seed(5 + 2), ref.seed(5)
     obs, _ = worker.reset()
     assert_same_latents(obs, ref.reset()[2:])
-    raws = {0: ref.get_original_obs()[2:]}
+    raws, terminal = {0: ref.get_original_obs()[2:]}, {}
+    raw_ref = DummyVecEnv(fns[2:])  # the same envs, raw, for the terminal frames
+    raw_ref.seed(5 + 2), raw_ref.reset()
     rng = np.random.default_rng(1)
     for t in range(1, 9):
         a = rng.integers(0, 5, 4)
         got, want = worker.step(a[2:]), ref.step(a)
+        raw_infos = raw_ref.step(a[2:])[3]
         assert_same_latents(got[0], want[0][2:])
-        for gi, wi in zip(got[3], want[3][2:]):
+        for i, (gi, wi) in enumerate(zip(got[3], want[3][2:])):
             if "terminal_observation" in wi:  # encoded on the worker as VecVASE does
                 assert_same_latents(gi["terminal_observation"], wi["terminal_observation"])
+                terminal[(t, i + 2)] = raw_infos[i]["terminal_observation"]
         raws[t] = ref.get_original_obs()[2:]
     packet = worker.take_frames()
-    # (t + i) % 2 == 0 for i in {2, 3}: env 2 at even steps, env 3 at odd steps, 9 steps (0..8)
-    expected = [(t, i) for t in range(9) for i in (2, 3) if (t + i) % 2 == 0]
-    assert list(zip(packet["steps"].tolist(), packet["envs"].tolist())) == expected
-    for (t, i), image in zip(expected, packet["images"]):
-        np.testing.assert_array_equal(image, raws[t][i - 2])
+    # (t + i) % 2 == 0 for i in {2, 3}: env 2 at even steps, env 3 at odd steps, 9 steps (0..8);
+    # a kept env that ended also sends its raw terminal frame (slot 1) after the observations
+    expected = [(t, 0, i) for t in range(9) for i in (2, 3) if (t + i) % 2 == 0]
+    expected += [(t, 1, i) for t, i in terminal if (t + i) % 2 == 0]
+    expected.sort()
+    assert any(slot == 1 for _, slot, _ in expected)
+    got = list(zip(packet["steps"].tolist(), packet["slots"].tolist(), packet["envs"].tolist()))
+    assert got == [(t, k, i) for t, k, i in expected]
+    for (t, slot, i), image in zip(expected, packet["images"]):
+        np.testing.assert_array_equal(image, raws[t][i - 2] if slot == 0 else terminal[(t, i)])
+    # every frame the envs produced is counted, kept or not: 9 x 2 observations + the terminal frames
+    assert packet["frames_seen"] == 9 * 2 + len(terminal)
     assert worker.take_frames()["images"].shape == (0, 16, 16, 1)  # taken once
 
 
@@ -190,9 +223,9 @@ def test_worker_drops_the_oldest_frames_beyond_its_buffer_and_counts_them(tiny_c
     worker.reset()
     for _ in range(4):
         worker.step(np.zeros(2, np.int64))
-    packet = worker.take_frames()
-    assert packet["images"].shape[0] == 4 and worker.frames_dropped == 6  # 10 frames, 5 held, whole steps dropped
-    assert packet["steps"].tolist() == [3, 3, 4, 4]
+    packet = worker.take_frames()  # 10 frames kept (no episode ends in 4 steps), 5 held: whole steps dropped
+    assert packet["images"].shape[0] == 4 and worker.frames_dropped == 6
+    assert packet["steps"].tolist() == [3, 3, 4, 4] and packet["frames_seen"] == 10
 
 
 def test_worker_weight_swap_changes_the_latents_to_the_new_learners(tiny_config):
@@ -206,15 +239,15 @@ def test_worker_weight_swap_changes_the_latents_to_the_new_learners(tiny_config)
     assert not np.array_equal(new.encode(raw), old.encode(raw))
 
 
-def test_boundary_learner_schedule_counts_vector_steps_like_vecvase(tiny_config):
+def test_boundary_learner_runs_the_rounds_due_for_the_frames_seen(tiny_config):
     space = make_env().observation_space
-    boundary = BoundaryLearner(VASE(tiny_config, seed=0), space, {"train_every": 4, "gradient_steps": 2})
-    frames = {"steps": np.arange(20), "envs": np.zeros(20, np.int64), "images": np.zeros((20, 16, 16, 1), np.uint8)}
-    assert boundary.updates_due(6) == 0  # window empty (learning_starts = batch_size = 16)
-    boundary.ingest(frames)
-    # 6 steps carried 2 (6 = 4 + 2, the round of the first 4 was spent while the window was empty)
-    assert boundary.updates_due(6) == 2 * 2  # 2 + 6 = 8 steps -> 2 rounds of 2 updates
-    assert boundary.updates_due(3) == 0 and boundary.updates_due(1) == 2  # 3 carried + 1 = one round
+    boundary = BoundaryLearner(VASE(tiny_config, seed=0), space, {"train_every": 16, "gradient_steps": 2})
+    assert boundary.learning_starts == 16  # batch_size frames, as VecVASE
+    assert boundary.updates_due(40) == 0  # 2 rounds due (16, 32) but the window is empty
+    images = np.zeros((20, 16, 16, 1), np.uint8)
+    boundary.ingest({"steps": np.arange(20), "slots": np.zeros(20), "envs": np.zeros(20), "images": images})
+    assert boundary.updates_due(10) == 2 * 1  # 40 -> 50 crosses 48
+    assert boundary.updates_due(13) == 0 and boundary.updates_due(1) == 2  # 63 -> 64
     with pytest.raises(TypeError, match="unknown learner option"):
         BoundaryLearner(VASE(tiny_config, seed=0), space, {"train_evry": 4})
 
@@ -224,16 +257,15 @@ def test_boundary_learner_equals_observe_and_update_on_the_same_frames(tiny_conf
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
     steps, envs = np.repeat(np.arange(20), 2), np.tile([0, 1], 20)
-    boundary = BoundaryLearner(VASE(tiny_config, seed=4), space, {"train_every": 5})
+    boundary = BoundaryLearner(VASE(tiny_config, seed=4), space, {"train_every": 8})
     # packets arrive per actor (env 1's first), the learner restores the single-process order
     payload, summary = boundary.boundary(
-        20,
-        {"steps": steps[envs == 1], "envs": envs[envs == 1], "images": images[envs == 1]},
-        {"steps": steps[envs == 0], "envs": envs[envs == 0], "images": images[envs == 0]},
+        {"steps": steps[envs == 1], "envs": envs[envs == 1], "images": images[envs == 1], "frames_seen": 20},
+        {"steps": steps[envs == 0], "envs": envs[envs == 0], "images": images[envs == 0], "frames_seen": 20},
     )
     reference = VASE(tiny_config, seed=4)
     reference.observe(VecVASE(DummyVecEnv([make_env]), learner=reference, training=False).feed.prepare(images))
-    for _ in range(4):  # 20 steps / train_every 5
+    for _ in range(4):  # 40 frames seen: rounds at 16 (learning_starts = batch_size), 24, 32, 40
         reference.update()
     assert summary["updates"] == 4 and summary["num_updates"] == 4 and summary["frames"] == 40
     for key, tensor in reference.encoder.state_dict().items():

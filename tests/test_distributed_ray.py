@@ -124,37 +124,43 @@ def test_vecvase_over_ray_is_the_single_process_run(raw_env, tiny_config):
 
 
 def _reference_run(tiny_config, rollouts, steps, actions, frame_every, train_every, lag):
-    """The single-process path with the core API only: DummyVecEnv, one learner that observes the
-    kept frames and updates at rollout ends, and the agent-facing copy refreshed at boundaries
-    (``lag`` rollouts behind)."""
+    """The single-process path with the core API only: DummyVecEnv; one learner that observes the
+    kept frames (observations, then terminal observations, of env i at step t when
+    (t + i) % frame_every == 0) and, at each rollout end, runs one update per multiple of
+    train_every frames seen (from batch_size frames on); the agent-facing copy of the learner is
+    refreshed at the rollout ends, ``lag`` rollouts behind."""
     learner = VASE(tiny_config, seed=0)
-    acting = VASE.from_state_dict(learner.state_dict())
-    venv = VecVASE(DummyVecEnv([make_env] * 4), learner=acting, training=False)
+    acting = VecVASE(DummyVecEnv([make_env]), learner=VASE.from_state_dict(learner.state_dict()), training=False)
+    venv = DummyVecEnv([make_env] * 4)
     venv.seed(9)
-    latents, versions = [venv.reset()], []
-    kept = [venv.get_original_obs()[i] for i in range(4) if i % frame_every == 0]
+    obs = venv.reset()
+    latents, versions = [acting.encode(obs)], []
+    kept, seen, last_seen = [obs[i] for i in range(4) if i % frame_every == 0], 4, 0
     states = [copy.deepcopy(learner.state_dict())]  # state_dict() shares storage with the live weights
+    first_round = -(-tiny_config.batch_size // train_every)
     t = 0
     for r in range(rollouts):
         for s in range(steps):
             t += 1
-            latents.append(venv.step(actions[r * steps + s])[0])
-            raw = venv.get_original_obs()
-            kept += [raw[i] for i in range(4) if (t + i) % frame_every == 0]
-        learner.observe(venv.feed.prepare(np.stack(kept)))
-        kept = []
-        if len(learner.window) >= tiny_config.batch_size:
-            for _ in range(steps // train_every):
-                learner.update()
+            obs, _, dones, infos = venv.step(actions[r * steps + s])
+            latents.append(acting.encode(obs))
+            kept += [obs[i] for i in range(4) if (t + i) % frame_every == 0]
+            kept += [infos[i]["terminal_observation"] for i in range(4) if dones[i] and (t + i) % frame_every == 0]
+            seen += 4 + int(dones.sum())
+        learner.observe(acting.feed.prepare(np.stack(kept)))
+        rounds = max(0, seen // train_every - max(last_seen // train_every, first_round - 1))
+        for _ in range(rounds):
+            learner.update()
+        kept, last_seen = [], seen
         states.append(copy.deepcopy(learner.state_dict()))
         if r + 1 - lag >= 1:
-            venv.set_learner(VASE.from_state_dict(states[r + 1 - lag]))
-        versions.append(venv.learner.num_updates)
+            acting.set_learner(VASE.from_state_dict(states[r + 1 - lag]))
+        versions.append(acting.learner.num_updates)
     return np.stack(latents), learner, versions
 
 
 def test_learner_actor_with_overlap_makes_the_updates_of_the_single_process_run(ray_cluster, tiny_config):
-    rollouts, steps, frame_every, train_every = 3, 8, 2, 4
+    rollouts, steps, frame_every, train_every = 3, 8, 2, 16
     actions = np.random.default_rng(2).integers(0, 5, (rollouts * steps, 4))
     want_latents, want_learner, want_versions = _reference_run(
         tiny_config, rollouts, steps, actions, frame_every, train_every, lag=1
@@ -193,10 +199,11 @@ def test_learner_actor_with_overlap_makes_the_updates_of_the_single_process_run(
         for latents_of_actor in venv.actor_encode(raw):
             assert_same_latents(latents_of_actor, VecVASE(DummyVecEnv([make_env]), learner=learner).encode(raw))
         stats = venv.transfer_stats()
-        # one uint8 frame (256 bytes) + its step and env tags (2 x 8 bytes) in frame_every: 2 at reset + 2 per
-        # step over 24 steps, in 8 packets (2 actors x 4 boundaries) of at most 1 kB of pickling overhead each
-        frames = 2 + 2 * rollouts * steps
-        assert frames * 272 <= stats["frame_bytes"] <= frames * 272 + 8 * 1000
+        # one uint8 frame (256 bytes) + its step, slot and env tags (3 x 8 bytes) in frame_every: 2 at reset +
+        # 2 per step over 24 steps + terminal frames, in 8 packets (2 actors x 4 boundaries) of < 1 kB overhead each
+        frames = len(venv.get_learner().window)  # every frame sent is in the window (it holds 1,024)
+        assert frames >= 2 + 2 * rollouts * steps
+        assert frames * 280 <= stats["frame_bytes"] <= frames * 280 + 8 * 1000
         dummy = DummyVecEnv([make_env] * 4)
         dummy.reset()
         raw_step_bytes = payload_bytes(dummy.step(actions[0])) / 4  # frames + rewards + infos, per env
@@ -208,7 +215,7 @@ def test_learner_actor_with_overlap_makes_the_updates_of_the_single_process_run(
 
 def test_ppo_trains_through_ray_actors_with_the_boundary_callback(ray_cluster, tiny_config):
     venv = RayVecEnv(
-        [make_env] * 4, 2, vase=tiny_config, frame_every=2, train_every=4, actor_options=SMALL, learner_on="driver"
+        [make_env] * 4, 2, vase=tiny_config, frame_every=2, train_every=16, actor_options=SMALL, learner_on="driver"
     )
     try:
         model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=4, device="cpu")
@@ -217,9 +224,12 @@ def test_ppo_trains_through_ray_actors_with_the_boundary_callback(ray_cluster, t
         sync = RolloutBoundarySync()
         model.learn(384, callback=sync)
         assert model.num_timesteps == 384 and len(sync.summaries) == 3
-        assert [s["updates"] for s in sync.summaries] == [8, 8, 8]  # 32 steps / train_every 4 per rollout
-        assert venv.get_learner().num_updates == 24
-        assert set(venv.actor_weights_versions()) == {(24, 0)}
+        # 128 frames a rollout (+ terminal frames, 4 at reset) / train_every 16: 8 or 9 rounds a rollout
+        assert all(8 <= s["updates"] <= 10 for s in sync.summaries)
+        seen = sync.summaries[-1]["frames_seen"]
+        assert seen > 4 + 384 and sum(s["updates"] for s in sync.summaries) == seen // 16
+        n = venv.get_learner().num_updates
+        assert set(venv.actor_weights_versions()) == {(n, 0)}
         assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
         assert np.isfinite(sync.summaries[-1]["loss"])
     finally:

@@ -8,10 +8,13 @@ updates. The same object runs in the driver or, wrapped with ``ray.remote``, as 
 (optionally on a GPU); being deterministic given the frames and the seed, both give the same
 weights.
 
-The schedule counts vector steps like ``VecVASE``: one round of ``gradient_steps`` updates per
-``train_every`` vector steps (remainders carry over to the next boundary), once the window holds
-``learning_starts`` frames; each update draws ``batch_size`` frames from the window
-(``VASE.update()`` without a batch).
+The schedule counts frames, as ``VecVASE`` does with ``update_at="rollout"``: every frame the
+actors' envs produce counts (observations and terminal observations, kept for the learner or not);
+one round of ``gradient_steps`` updates is due each time the count crosses a multiple of
+``train_every``, from ``learning_starts`` frames on (:func:`update_rounds_due`), and the due rounds
+run at the boundary, each update on ``batch_size`` frames drawn from the window (``VASE.update``
+with ``sample_window``). With ``frame_every=1`` the window receives exactly the frames a
+single-process ``VecVASE`` would add, in the same order.
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ from gymnasium import spaces
 from vase_rl.distributed.payload import cpu_copy, encoder_payload, order_frame_packets, payload_bytes
 from vase_rl.learner import VASE
 
-__all__ = ["BoundaryLearner", "SCHEDULE_OPTIONS", "ADAPTER_OPTIONS"]
+__all__ = ["BoundaryLearner", "update_rounds_due", "SCHEDULE_OPTIONS", "ADAPTER_OPTIONS", "DEFAULT_TRAIN_EVERY"]
 
 SCHEDULE_OPTIONS = ("train_every", "gradient_steps", "batch_size", "learning_starts", "window_size")
 ADAPTER_OPTIONS = ("image_key", "channels_first", "grayscale", "value_range", "frame_stack", "allow_small_images")
 _MEAN_KEYS = ("loss", "recon", "kl", "regulariser", "classifier", "capacity")
+DEFAULT_TRAIN_EVERY = 64  # frames per update round (8 envs x 8 steps)
+
+
+def update_rounds_due(before: int, after: int, train_every: int, learning_starts: int) -> int:
+    """Update rounds due when the frame count goes from ``before`` to ``after``: the multiples of
+    ``train_every`` crossed, not counting those below ``learning_starts`` (the first round is due
+    at the first multiple >= ``learning_starts``, and never at 0 frames)."""
+    first = max(1, -(-int(learning_starts) // int(train_every)))
+    return max(0, int(after) // train_every - max(int(before) // train_every, first - 1))
 
 
 def _positive(name: str, value: Any, minimum: int) -> int:
@@ -49,8 +61,8 @@ class BoundaryLearner:
             Ray actor receives it).
         observation_space: the raw observation space of one sub-env (the frames' layout).
         options: adapter options (``image_key``, ``frame_stack``, ...) and schedule options
-            (``train_every`` = 8, ``gradient_steps`` = 1, ``batch_size`` = config's,
-            ``learning_starts`` = ``batch_size``, ``window_size`` = config's).
+            (``train_every`` = 64 frames, ``gradient_steps`` = 1, ``batch_size`` = config's,
+            ``learning_starts`` = ``batch_size`` frames, ``window_size`` = config's).
         device: where a learner given as a state dict is rebuilt ("cuda" for a GPU learner).
         threads: torch intra-op threads in this process.
     """
@@ -81,7 +93,7 @@ class BoundaryLearner:
         self.adapter = ImageObservationAdapter(
             observation_space, cfg.image_shape, **{k: options[k] for k in ADAPTER_OPTIONS if k in options}
         )
-        self.train_every = _positive("train_every", options.get("train_every", 8), 1)
+        self.train_every = _positive("train_every", options.get("train_every", DEFAULT_TRAIN_EVERY), 1)
         self.gradient_steps = _positive("gradient_steps", options.get("gradient_steps", 1), 1)
         batch = options.get("batch_size")
         self.batch_size = _positive("batch_size", cfg.batch_size if batch is None else batch, 2)
@@ -90,7 +102,7 @@ class BoundaryLearner:
         window = options.get("window_size")
         if window is not None:
             learner.window.resize(_positive("window_size", window, 2))
-        self._carry = 0
+        self.frames_seen = 0
         self.boundaries = 0
         self.frames_ingested = 0
         self.update_seconds = 0.0
@@ -113,11 +125,12 @@ class BoundaryLearner:
         self.ingest_seconds += time.perf_counter() - start
         return n
 
-    def updates_due(self, vector_steps: int) -> int:
-        """Updates the schedule makes due after ``vector_steps`` more vector steps (counts them)."""
-        self._carry += _positive("vector_steps", vector_steps, 0)
-        rounds, self._carry = divmod(self._carry, self.train_every)
-        if len(self.learner.window) < max(self.learning_starts, 2):
+    def updates_due(self, frames: int) -> int:
+        """Updates due after ``frames`` more frames were seen by the actors (counts them)."""
+        before = self.frames_seen
+        self.frames_seen += _positive("frames", frames, 0)
+        rounds = update_rounds_due(before, self.frames_seen, self.train_every, self.learning_starts)
+        if len(self.learner.window) < 2:
             return 0
         return rounds * self.gradient_steps
 
@@ -133,14 +146,17 @@ class BoundaryLearner:
         del self.history[:-1000]
         return out
 
-    def boundary(self, vector_steps: int, *packets: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One rollout boundary: ingest ``packets``, run the due updates; (encoder payload, summary)."""
+    def boundary(self, *packets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One rollout boundary: ingest ``packets``, run the updates due for the frames they report
+        seen; (encoder payload, summary)."""
         frames = self.ingest(*packets)
-        stats = self.train(self.updates_due(vector_steps))
+        seen = sum(int(p.get("frames_seen", 0)) for p in packets if p is not None)
+        stats = self.train(self.updates_due(seen))
         self.boundaries += 1
         payload = encoder_payload(self.learner)
         summary = self.summary(stats, frames)
         summary["payload_bytes"] = payload_bytes(payload)
+        summary["frames_seen"] = self.frames_seen
         return payload, summary
 
     # ------------------------------------------------------------------ reading
@@ -185,7 +201,7 @@ class BoundaryLearner:
         """Rebuild the learner with ``seed`` if it has not seen a frame yet (as VecVASE does for
         ``PPO(seed=s)``); True when rebuilt."""
         old = self.learner
-        if old.num_updates or len(old.window) or self.frames_ingested or int(seed) == old.seed:
+        if old.num_updates or len(old.window) or self.frames_seen or int(seed) == old.seed:
             return False
         capacity = old.window.capacity
         self.learner = VASE(old.config, seed=int(seed), device=old.device)

@@ -10,9 +10,11 @@
 * :class:`FrameStride` — which raw frames an actor keeps for the learner: env ``i`` keeps the
   observation of step ``t`` when ``(t + i) % every == 0``. The rule depends only on the global env
   index and the step, so the learner receives the same frames however the envs are spread over
-  actors; the bytes sent per env step are ``frame_bytes / every``.
-* :func:`order_frame_packets` — merges the actors' packets in (step, env index) order: the order
-  in which a single-process run would have seen the frames, whatever order the packets arrive in.
+  actors; the bytes sent per env step are ``frame_bytes / every`` (plus the terminal frames of the
+  kept envs that ended, which go with them).
+* :func:`order_frame_packets` — merges the actors' packets in the order a single-process
+  ``VecVASE`` feeds its window (by step; observations by env index, then the terminal observations
+  of the envs that ended), whatever order the packets arrive in.
 * :func:`payload_bytes` — the pickled size of an object (protocol 5, as Ray serialises it; for
   numpy arrays and tensors that is their data plus a few dozen bytes).
 """
@@ -130,29 +132,42 @@ class FrameStride:
         return (int(step) + idx) % int(self.every) == 0
 
 
-def empty_packet(image_shape: Sequence[int], dtype: Any) -> dict[str, np.ndarray]:
-    """A frame packet with no frames (``steps``, ``envs``, ``images``)."""
+def empty_packet(image_shape: Sequence[int], dtype: Any, frames_seen: int = 0) -> dict[str, Any]:
+    """A frame packet with no frames (``steps``, ``slots``, ``envs``, ``images``, ``frames_seen``)."""
     return {
         "steps": np.zeros(0, np.int64),
+        "slots": np.zeros(0, np.int64),
         "envs": np.zeros(0, np.int64),
         "images": np.zeros((0, *image_shape), dtype=dtype),
+        "frames_seen": int(frames_seen),
     }
 
 
-def order_frame_packets(packets: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One packet holding every frame of ``packets``, sorted by step, then global env index."""
+def order_frame_packets(packets: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One packet holding every frame of ``packets`` in the order ``VecVASE`` feeds its window:
+    by step; within a step the observations (slot 0) by env index, then the terminal observations
+    of the envs that ended (slot 1) by env index. ``frames_seen`` (all frames the envs produced,
+    kept or not) is summed."""
     packets = [p for p in packets if p is not None]
     if not packets:
         raise ValueError("order_frame_packets needs at least one packet (an empty one carries the image shape)")
     steps = np.concatenate([np.asarray(p["steps"], np.int64) for p in packets])
     envs = np.concatenate([np.asarray(p["envs"], np.int64) for p in packets])
+    slots = np.concatenate([np.asarray(p.get("slots", np.zeros(len(p["steps"]))), np.int64) for p in packets])
     images = np.concatenate([np.asarray(p["images"]) for p in packets], axis=0)
-    if not (steps.shape[0] == envs.shape[0] == images.shape[0]):
+    if not (steps.shape[0] == envs.shape[0] == slots.shape[0] == images.shape[0]):
         raise ValueError(
-            f"frame packets disagree: {steps.shape[0]} steps, {envs.shape[0]} env indices, {images.shape[0]} images"
+            f"frame packets disagree: {steps.shape[0]} steps, {slots.shape[0]} slots, {envs.shape[0]} env indices, "
+            f"{images.shape[0]} images"
         )
-    order = np.lexsort((envs, steps))
-    pairs = np.stack([steps[order], envs[order]], axis=1)
-    if pairs.shape[0] > 1 and bool((np.diff(pairs, axis=0) == 0).all(axis=1).any()):
+    order = np.lexsort((envs, slots, steps))
+    keys = np.stack([steps[order], slots[order], envs[order]], axis=1)
+    if keys.shape[0] > 1 and bool((np.diff(keys, axis=0) == 0).all(axis=1).any()):
         raise ValueError("two frame packets hold a frame of the same env at the same step; was an env counted twice?")
-    return {"steps": steps[order], "envs": envs[order], "images": images[order]}
+    return {
+        "steps": steps[order],
+        "slots": slots[order],
+        "envs": envs[order],
+        "images": images[order],
+        "frames_seen": sum(int(p.get("frames_seen", 0)) for p in packets),
+    }

@@ -81,8 +81,9 @@ class RayVecEnv(VecEnv):
         threads_per_actor: torch threads in each actor process.
         max_buffered_frames: frames an actor holds for the learner between boundaries.
         **options: ``VecVASE`` observation options (``image_key``, ``frame_stack``, ``clip``,
-            ``append_domain``, ...) and schedule options (``train_every``, ``gradient_steps``,
-            ``batch_size``, ``learning_starts``, ``window_size``).
+            ``append_domain``, ...) and schedule options: ``train_every`` (frames per update round,
+            counting every frame the envs produce, 64 by default), ``gradient_steps``,
+            ``batch_size``, ``learning_starts`` (frames), ``window_size``.
     """
 
     def __init__(
@@ -172,7 +173,6 @@ class RayVecEnv(VecEnv):
                     f"{first['observation_space']} / {first['action_space']}: every env must share its spaces"
                 )
         self._pending_steps: list[Any] | None = None
-        self._steps_since_boundary = 0
         self._pending_job: tuple[Any, Any] | None = None
         self._local_pending: tuple[dict, dict] | None = None
         self.broadcast_bytes = 0
@@ -264,7 +264,6 @@ class RayVecEnv(VecEnv):
             raise RuntimeError("step_wait() called without step_async()")
         refs, self._pending_steps = self._pending_steps, None
         results = self._gather(refs, "step")
-        self._steps_since_boundary += 1
         obs = _concat([r[0] for r in results])
         rewards = np.concatenate([r[1] for r in results]).astype(np.float32, copy=False)
         dones = np.concatenate([r[2] for r in results])
@@ -417,19 +416,18 @@ class RayVecEnv(VecEnv):
         if not self._learning or self._learner is None:
             return None
         start = time.perf_counter()
-        steps, self._steps_since_boundary = self._steps_since_boundary, 0
         packet_refs = [w.take_frames.remote() for w in self._workers]
         summary = None
         if self.learner_on == "driver":
             packets = self._gather(packet_refs, "frame collection")
-            result = self._learner.boundary(steps, *packets)
+            result = self._learner.boundary(*packets)
             if self.overlap:
                 result, self._local_pending = self._local_pending, result
             if result is not None:
                 self._broadcast(result[0])
                 summary = result[1]
         else:
-            job = self._learner.boundary.options(num_returns=2).remote(steps, *packet_refs)
+            job = self._learner.boundary.options(num_returns=2).remote(*packet_refs)
             if self.overlap:
                 job, self._pending_job = self._pending_job, job
             if job is not None:
@@ -440,6 +438,12 @@ class RayVecEnv(VecEnv):
         if summary is not None:
             self.last_learner_summary = summary
         return summary
+
+    def end_rollout(self) -> int:
+        """The rollout-boundary hook under the name the wrappers use: :meth:`rollout_boundary`,
+        returning the number of updates whose weights were just broadcast."""
+        summary = self.rollout_boundary()
+        return 0 if summary is None else int(summary["updates"])
 
     def get_learner(self) -> Any:
         """The learner as a ``vase_rl.VASE`` in this process (a copy when it lives in an actor;

@@ -10,8 +10,10 @@ actor (``ray.remote(EnvWorker)``), and tests drive it in-process. It holds
   ``VecVASE(training=False)`` built from an encoder payload, so the latents (and the encoded
   ``terminal_observation``) are the ones the driver-side ``VecVASE`` would compute with the same
   weights; :meth:`set_weights` swaps in new weights (at rollout boundaries);
-* the raw frames kept for the learner by a :class:`~vase_rl.distributed.payload.FrameStride`
-  rule, tagged with (step, global env index), until :meth:`take_frames` collects them; at most
+* with an encoder, the raw frames kept for the learner by a
+  :class:`~vase_rl.distributed.payload.FrameStride` rule (the observation and, when the episode
+  ended, the raw terminal observation of each selected env), tagged with (step, slot, global env
+  index), until :meth:`take_frames` collects them with the count of all frames seen; at most
   ``max_buffered_frames`` are held (the oldest are dropped and counted when nobody collects);
 * byte counters: the pickled size of everything :meth:`reset` / :meth:`step` /
   :meth:`take_frames` return, so bandwidth per env step is measured, not estimated.
@@ -19,6 +21,7 @@ actor (``ray.remote(EnvWorker)``), and tests drive it in-process. It holds
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from vase_rl.distributed.payload import (
     FrameStride,
@@ -53,6 +56,27 @@ ENCODING_OPTIONS = (
     "append_domain",
     "append_mask",
 )
+
+
+class _TerminalTap(VecEnvWrapper):
+    """Keeps the raw terminal observations of the last step (VecVASE above encodes them in place)."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+        self.terminal: list[tuple[int, Any]] = []
+
+    def reset(self) -> Any:
+        self.terminal = []
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.terminal = [
+            (i, copy.deepcopy(infos[i]["terminal_observation"]))
+            for i in range(len(dones))
+            if dones[i] and infos[i].get("terminal_observation") is not None
+        ]
+        return obs, rewards, dones, infos
 
 
 class EnvWorker:
@@ -93,19 +117,22 @@ class EnvWorker:
             raise TypeError(f"unknown encoding option(s) {unknown}; known: {list(ENCODING_OPTIONS)}")
         self.encoding_options = options
         self.top: VecEnv = self.base
+        self.tap: _TerminalTap | None = None
         self._template: dict[str, Any] | None = None
         if payload is not None:
             from vase_rl.wrappers import VecVASE
 
             learner = learner_from_payload(payload)
             self._template = learner.state_dict()
-            self.top = VecVASE(self.base, learner=learner, training=False, **options)
+            self.tap = _TerminalTap(self.base)
+            self.top = VecVASE(self.tap, learner=learner, training=False, **options)
         self.stride = FrameStride(int(frame_every))
-        self.sampling = self.stride.every > 0
+        self.sampling = self.stride.every > 0 and self.encodes
         self.max_buffered_frames = int(max_buffered_frames)
         self.step_count = 0
-        self._frames: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._frames: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (step, slot, envs, images)
         self._buffered = 0
+        self.frames_seen = 0  # frames the envs produced since the last take_frames (kept or not)
         self.frames_dropped = 0
         self.bytes_out = 0
         self.frame_bytes_out = 0
@@ -136,28 +163,34 @@ class EnvWorker:
         return self.pid
 
     # ------------------------------------------------------------------ VecEnv calls
-    def _sample(self, raw: Any) -> None:
+    def _keep(self, slot: int, env_indices: np.ndarray, images: np.ndarray) -> None:
+        self._frames.append((self.step_count, slot, env_indices, images))
+        self._buffered += images.shape[0]
+        while self._buffered > self.max_buffered_frames and self._frames:
+            old = self._frames.pop(0)
+            self._buffered -= old[3].shape[0]
+            self.frames_dropped += old[3].shape[0]
+
+    def _sample(self, raw: Any, terminal: list[tuple[int, Any]]) -> None:
+        """Keep this step's frames of the envs the stride selects: observations (slot 0), then the
+        terminal observations of those that ended (slot 1), as VecVASE adds them to its window."""
         if not self.sampling:
             return
+        self.frames_seen += self.num_envs + len(terminal)
         keep = self.stride.keep(self.step_count, self.indices)
         if not keep.any():
             return
-        images = raw
-        if self.encodes:
-            images = self.top.feed.adapter.select(raw)
-        elif isinstance(raw, dict):
-            raise ValueError("frame sampling of a Dict observation needs the encoder's image_key (pass vase=...)")
-        images = np.asarray(images)[keep].copy()
-        self._frames.append((self.step_count, self.indices[keep], images))
-        self._buffered += images.shape[0]
-        while self._buffered > self.max_buffered_frames and self._frames:
-            _, _, old = self._frames.pop(0)
-            self._buffered -= old.shape[0]
-            self.frames_dropped += old.shape[0]
+        adapter = self.top.feed.adapter
+        self._keep(0, self.indices[keep], np.asarray(adapter.select(raw))[keep].copy())
+        ended = [(i, t) for i, t in terminal if keep[i]]
+        if ended:
+            images = np.stack([np.asarray(adapter.select(t)) for _, t in ended])
+            self._keep(1, self.indices[[i for i, _ in ended]], images)
 
     def reset(self) -> tuple[Any, list[dict[str, Any]]]:
         obs = self.top.reset()
-        self._sample(self.top.old_obs if self.encodes else obs)
+        if self.encodes:
+            self._sample(self.top.old_obs, [])
         out = (obs, [dict(info) for info in self.base.reset_infos])
         self.bytes_out += payload_bytes(out)
         return out
@@ -167,7 +200,8 @@ class EnvWorker:
         obs, rewards, dones, infos = self.top.step(np.asarray(actions))
         self.step_count += 1
         self.env_steps += self.num_envs
-        self._sample(self.top.old_obs if self.encodes else obs)
+        if self.encodes:
+            self._sample(self.top.old_obs, self.tap.terminal)
         out = (obs, rewards, dones, infos)
         self.seconds_stepping += time.perf_counter() - start
         self.bytes_out += payload_bytes(out)
@@ -226,17 +260,20 @@ class EnvWorker:
 
     def set_sampling(self, flag: bool) -> None:
         """Keep frames for the learner (True, when ``frame_every > 0``) or not."""
-        self.sampling = bool(flag) and self.stride.every > 0
+        self.sampling = bool(flag) and self.stride.every > 0 and self.encodes
         if not self.sampling:
-            self._frames, self._buffered = [], 0
+            self._frames, self._buffered, self.frames_seen = [], 0, 0
 
-    def take_frames(self) -> dict[str, np.ndarray]:
-        """The frames kept since the last call, tagged with their step and global env index."""
+    def take_frames(self) -> dict[str, Any]:
+        """The frames kept since the last call, tagged with their step, slot (0: observation,
+        1: terminal observation) and global env index, and the count of all frames seen."""
         if self._frames:
             packet = {
-                "steps": np.concatenate([np.full(len(e), s, np.int64) for s, e, _ in self._frames]),
-                "envs": np.concatenate([e for _, e, _ in self._frames]),
-                "images": np.concatenate([i for _, _, i in self._frames], axis=0),
+                "steps": np.concatenate([np.full(len(e), s, np.int64) for s, _, e, _ in self._frames]),
+                "slots": np.concatenate([np.full(len(e), k, np.int64) for _, k, e, _ in self._frames]),
+                "envs": np.concatenate([e for _, _, e, _ in self._frames]),
+                "images": np.concatenate([i for _, _, _, i in self._frames], axis=0),
+                "frames_seen": self.frames_seen,
             }
         else:
             space = self.base.observation_space
@@ -244,8 +281,8 @@ class EnvWorker:
                 shape, dtype = self.top.feed.adapter.single_shape, self.top.feed.adapter.image_space.dtype
             else:
                 shape, dtype = space.shape, space.dtype
-            packet = empty_packet(shape, dtype)
-        self._frames, self._buffered = [], 0
+            packet = empty_packet(shape, dtype, self.frames_seen)
+        self._frames, self._buffered, self.frames_seen = [], 0, 0
         self.frame_bytes_out += payload_bytes(packet)
         return packet
 
