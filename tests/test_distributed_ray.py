@@ -262,3 +262,97 @@ def test_env_errors_name_the_actor_and_dead_actors_are_reported_not_dropped(ray_
         assert [p.split(":")[0] for p in venv.check_workers(timeout=20)] == ["actor 0 (envs 0..0)"]
     finally:
         venv.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# RLlib: the env-to-module connector (skipped when RLlib's dependencies are missing)
+# ---------------------------------------------------------------------------------------------
+def _rllib():
+    try:
+        from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+        from vase_rl.distributed import rllib
+    except ImportError as err:  # pragma: no cover - depends on the install
+        pytest.skip(f"RLlib cannot be imported ({err}); the ray extra installs its dependencies")
+    return rllib, SingleAgentEpisode
+
+
+def test_rllib_connector_replaces_the_newest_observation_with_latents(tiny_config):
+    rllib, SingleAgentEpisode = _rllib()
+    from vase_rl.distributed.payload import encoder_payload
+
+    learner = VASE(tiny_config, seed=1)
+    learner.update(np.random.default_rng(0).integers(0, 256, (16, 16, 16, 1), dtype=np.uint8))
+    env = make_env()
+    connector = rllib.VASEEncoderConnector(env.observation_space, env.action_space, payload=encoder_payload(learner))
+    assert connector.observation_space == gym.spaces.Box(-10.0, 10.0, (8,), np.float32)
+    episodes, raws = [], []
+    for seed in range(3):
+        obs, info = env.reset(seed=seed)
+        episode = SingleAgentEpisode(observation_space=env.observation_space, action_space=env.action_space)
+        episode.add_env_reset(observation=obs, infos=info)
+        episodes.append(episode)
+        raws.append(obs)
+    out = connector(rl_module=None, batch={}, episodes=episodes)
+    assert out == {}  # the default connectors fill the batch from the episodes
+    want = VecVASE(DummyVecEnv([make_env]), learner=learner, training=False).encode(np.stack(raws))
+    got = np.stack([ep.get_observations(-1) for ep in episodes])
+    assert_same_latents(got, want)
+    connector(rl_module=None, batch={}, episodes=episodes)  # a second pass leaves latents alone
+    np.testing.assert_array_equal(np.stack([ep.get_observations(-1) for ep in episodes]), got)
+    assert episodes[0].observation_space == connector.observation_space
+
+    newer = VASE(tiny_config, seed=1)
+    for _ in range(3):
+        newer.update(np.random.default_rng(1).integers(0, 256, (16, 16, 16, 1), dtype=np.uint8))
+    connector.set_state({"payload": encoder_payload(newer)})  # what VASEBoundaryCallback sends
+    assert connector.get_state()["version"] == [3, 0]
+    assert connector.merge_states([{"version": [1, 0]}, {"version": [3, 0]}]) == {"version": [3, 0]}
+    fresh = SingleAgentEpisode(observation_space=env.observation_space, action_space=env.action_space)
+    fresh.add_env_reset(observation=raws[0], infos={})
+    connector(rl_module=None, batch={}, episodes=[fresh])
+    assert_same_latents(fresh.get_observations(-1)[None], newer.encode(raws[0][None]))
+
+
+@pytest.mark.slow
+def test_rllib_ppo_trains_on_latents_and_every_env_runner_gets_the_new_weights(ray_cluster, tiny_config):
+    rllib, _ = _rllib()
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.tune.registry import register_env
+
+    from vase_rl.distributed.payload import encoder_payload
+
+    register_env("vase_sprite_test", lambda cfg: make_env())
+    vase = VASE(tiny_config, seed=0)
+    learner = rllib.start_learner(
+        vase, make_env().observation_space, "vase_test_learner", {"train_every": 32}, resources=SMALL
+    )
+    config = (
+        PPOConfig()
+        .environment("vase_sprite_test")
+        .env_runners(
+            num_env_runners=1,
+            num_envs_per_env_runner=2,
+            num_cpus_per_env_runner=0.25,
+            env_to_module_connector=rllib.connector_factory(
+                ray.put(encoder_payload(vase)), learner_name="vase_test_learner", frame_every=2, send_every=16
+            ),
+        )
+        .training(train_batch_size_per_learner=128, minibatch_size=64, num_epochs=1)
+        .learners(num_learners=0)
+        .callbacks(rllib.VASEBoundaryCallback)
+        .debugging(seed=0)
+    )
+    config.update_from_dict({"vase_learner_name": "vase_test_learner"})
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+        assert result["vase"]["num_updates"] > 0 and result["vase"]["frames_ingested"] > 0
+        versions = algo.env_runner_group.foreach_env_runner(
+            lambda runner: runner.get_state()["env_to_module_connector"]["VASEEncoderConnector"]["version"],
+            local_env_runner=False,
+        )
+        assert versions == [[result["vase"]["num_updates"], result["vase"]["skipped_updates"]]]
+    finally:
+        algo.stop()
+        ray.kill(learner)

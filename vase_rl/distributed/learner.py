@@ -103,6 +103,7 @@ class BoundaryLearner:
         if window is not None:
             learner.window.resize(_positive("window_size", window, 2))
         self.frames_seen = 0
+        self._received = [0, 0]  # frames ingested and seen through receive() since the last boundary
         self.boundaries = 0
         self.frames_ingested = 0
         self.update_seconds = 0.0
@@ -123,6 +124,14 @@ class BoundaryLearner:
             self.learner.observe(x)
             self.frames_ingested += n
         self.ingest_seconds += time.perf_counter() - start
+        return n
+
+    def receive(self, packet: dict[str, Any]) -> int:
+        """Ingest one packet now, in arrival order (what RLlib EnvRunners send between boundaries);
+        its frames count at the next :meth:`boundary`."""
+        n = self.ingest(packet)
+        self._received[0] += n
+        self._received[1] += int(packet.get("frames_seen", 0))
         return n
 
     def updates_due(self, frames: int) -> int:
@@ -149,8 +158,10 @@ class BoundaryLearner:
     def boundary(self, *packets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """One rollout boundary: ingest ``packets``, run the updates due for the frames they report
         seen; (encoder payload, summary)."""
-        frames = self.ingest(*packets)
+        frames = self.ingest(*packets) if packets else 0
         seen = sum(int(p.get("frames_seen", 0)) for p in packets if p is not None)
+        frames, seen = frames + self._received[0], seen + self._received[1]
+        self._received = [0, 0]
         stats = self.train(self.updates_due(seen))
         self.boundaries += 1
         payload = encoder_payload(self.learner)
