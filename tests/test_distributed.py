@@ -272,3 +272,13 @@ def test_boundary_learner_equals_observe_and_update_on_the_same_frames(tiny_conf
         torch.testing.assert_close(boundary.learner.encoder.state_dict()[key], tensor, rtol=0, atol=0)
     np.testing.assert_array_equal(learner_from_payload(payload).encode(images[:4]), reference.encode(images[:4]))
     assert boundary.summary()["frames_ingested"] == 40
+
+
+def test_the_boundary_callback_refuses_an_env_without_ray_actors():
+    from stable_baselines3 import PPO
+
+    from vase_rl.distributed import RolloutBoundarySync
+
+    model = PPO("MlpPolicy", DummyVecEnv([make_env]), n_steps=8, batch_size=8, device="cpu")
+    with pytest.raises(ValueError, match="needs a RayVecEnv"):
+        model.learn(8, callback=RolloutBoundarySync())

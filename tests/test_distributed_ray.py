@@ -93,6 +93,17 @@ def test_seeding_reproduces_episodes_and_seeds_are_per_env(raw_env):
     assert not np.array_equal(again, first)
 
 
+def test_bad_arguments_are_refused_before_any_actor_starts(ray_cluster):
+    with pytest.raises(ValueError, match="envs_per_actor"):
+        RayVecEnv([make_env], 0)
+    with pytest.raises(ValueError, match="learner_on"):
+        RayVecEnv([make_env], 1, vase="cpu32", learner_on="gpu")
+    with pytest.raises(TypeError, match="only apply with vase"):
+        RayVecEnv([make_env], 1, clip=5.0)
+    with pytest.raises(TypeError, match="unknown option"):
+        RayVecEnv([make_env], 1, vase="cpu32", train_evry=8)
+
+
 def test_per_env_access_is_routed_to_the_right_actor(raw_env):
     for i in range(3):
         raw_env.set_attr("tag", 10 * i, indices=[i])

@@ -44,6 +44,7 @@ from vase_rl.distributed import require_ray
 from vase_rl.distributed.learner import ADAPTER_OPTIONS, SCHEDULE_OPTIONS, BoundaryLearner
 from vase_rl.distributed.payload import encoder_payload, payload_bytes
 from vase_rl.distributed.worker import ENCODING_OPTIONS, EnvWorker
+from vase_rl.learner import VASE
 
 __all__ = ["RayVecEnv", "WorkerDiedError"]
 
@@ -134,12 +135,12 @@ class RayVecEnv(VecEnv):
 
             if isinstance(vase, (str, os.PathLike)) and str(vase).endswith(".pt"):
                 learner = resolve_learner(learner_path=vase, device="cpu")
-            elif type(vase).__name__ == "VASE":
+            elif isinstance(vase, VASE):
                 learner = resolve_learner(learner=vase)
             else:
                 learner = resolve_learner(config=vase, seed=seed, device="cpu")
             payload = encoder_payload(learner)
-        self._seed_from_env = vase is not None and seed is None and type(vase).__name__ != "VASE"
+        self._seed_from_env = vase is not None and seed is None and not isinstance(vase, VASE)
 
         worker_cls = ray.remote(EnvWorker)
         resources = {"num_cpus": 1, **(actor_options or {})}
@@ -454,8 +455,6 @@ class RayVecEnv(VecEnv):
             return self._frozen
         if self.learner_on == "driver":
             return self._learner.learner
-        from vase_rl.learner import VASE
-
         state = self._gather([self._learner.state_dict.remote()], "learner state", learner=True)[0]
         return VASE.from_state_dict(state, device="cpu", source="learner actor")
 
