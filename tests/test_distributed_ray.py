@@ -224,6 +224,35 @@ def test_learner_actor_with_overlap_makes_the_updates_of_the_single_process_run(
         venv.close()
 
 
+def test_every_frame_to_the_learner_equals_vecvase_with_rollout_boundary_updates(ray_cluster, tiny_config):
+    """frame_every=1: the learner gets exactly the frames a single-process VecVASE adds to its
+    window, in its order, and runs the rounds its frame schedule defers to the rollout end."""
+    if not hasattr(VecVASE, "end_rollout"):
+        pytest.skip("needs the wrappers' rollout-boundary schedule (VecVASE(update_at='rollout'), end_rollout)")
+    rollouts, steps = 3, 8
+    actions = np.random.default_rng(5).integers(0, 5, (rollouts * steps, 4))
+    runs = []
+    ref = VecVASE(DummyVecEnv([make_env] * 4), learner=VASE(tiny_config, seed=0), update_at="rollout", train_every=16)
+    venv = RayVecEnv([make_env] * 4, 2, vase=tiny_config, seed=0, frame_every=1, train_every=16, actor_options=SMALL)
+    try:
+        for env in (ref, venv):
+            env.seed(9)
+            latents, updates = [env.reset()], []
+            for r in range(rollouts):
+                for s in range(steps):
+                    latents.append(env.step(actions[r * steps + s])[0])
+                updates.append(env.end_rollout())
+            runs.append((np.stack(latents), updates))
+        assert runs[1][1] == runs[0][1] and sum(runs[0][1]) > 0
+        assert_same_latents(runs[1][0], runs[0][0])
+        learner = venv.get_learner()
+        assert learner.num_updates == ref.learner.num_updates
+        for key, tensor in ref.learner.encoder.state_dict().items():
+            torch.testing.assert_close(learner.encoder.state_dict()[key], tensor, rtol=0, atol=0)
+    finally:
+        venv.close()
+
+
 def test_ppo_trains_through_ray_actors_with_the_boundary_callback(ray_cluster, tiny_config):
     venv = RayVecEnv(
         [make_env] * 4, 2, vase=tiny_config, frame_every=2, train_every=16, actor_options=SMALL, learner_on="driver"
@@ -257,6 +286,21 @@ def _failing_env():
     return FailsOnAction4(make_env())
 
 
+def _kill_and_wait(handle, timeout=30.0):
+    """ray.kill returns before the actor is gone: wait until a call to it fails."""
+    import time
+
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.ping.remote(), timeout=timeout)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_env_errors_name_the_actor_and_dead_actors_are_reported_not_dropped(ray_cluster):
     venv = RayVecEnv([make_env, _failing_env], envs_per_actor=1, actor_options=SMALL)
     try:
@@ -265,7 +309,7 @@ def test_env_errors_name_the_actor_and_dead_actors_are_reported_not_dropped(ray_
             venv.step(np.array([0, 4]))
         assert "actor 1 (envs 1..1)" in "".join(getattr(err.value, "__notes__", []))
         venv.step(np.array([0, 0]))  # an env error leaves the actors alive
-        ray.kill(venv._workers[0])
+        _kill_and_wait(venv._workers[0])
         with pytest.raises(WorkerDiedError, match=r"actor 0 \(envs 0..0\)"):
             venv.step(np.array([0, 0]))
         with pytest.raises(WorkerDiedError, match="actor 0"):  # and every later call, no silent drop
