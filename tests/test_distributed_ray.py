@@ -104,6 +104,15 @@ def test_bad_arguments_are_refused_before_any_actor_starts(ray_cluster):
         RayVecEnv([make_env], 1, vase="cpu32", train_evry=8)
 
 
+def _broken_env():
+    raise RuntimeError("this env cannot be built")
+
+
+def test_an_env_that_cannot_be_built_names_the_actor(ray_cluster):
+    with pytest.raises(WorkerDiedError, match=r"during start, 1 actor\(s\) died: actor 0 \(envs 0..0\)"):
+        RayVecEnv([_broken_env], 1, actor_options=SMALL)
+
+
 def test_per_env_access_is_routed_to_the_right_actor(raw_env):
     for i in range(3):
         raw_env.set_attr("tag", 10 * i, indices=[i])

@@ -163,7 +163,12 @@ class RayVecEnv(VecEnv):
                 )
             )
         self._owner = np.concatenate([np.full(b - a, k) for k, (a, b) in enumerate(self._chunks)])
-        described = self._gather([w.spaces.remote() for w in self._workers], "start")
+        try:
+            described = self._gather([w.spaces.remote() for w in self._workers], "start")
+        except Exception:  # an env that cannot be built: leave no actor behind
+            for w in self._workers:
+                ray.kill(w)
+            raise
         first = described[0]
         self.raw_observation_space = first["raw_observation_space"]
         for k, desc in enumerate(described[1:], start=1):
