@@ -14,7 +14,7 @@ export PYTHONHASHSEED ?= 0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,atari,minigrid]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,atari,minigrid,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)
