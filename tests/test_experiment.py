@@ -132,7 +132,7 @@ PROVENANCE_KEYS = {
 def test_run_folder_records_provenance(finished):
     out, res = finished
     prov = res["provenance"]
-    assert PROVENANCE_KEYS <= set(prov), PROVENANCE_KEYS - set(prov)
+    assert set(prov) >= PROVENANCE_KEYS, PROVENANCE_KEYS - set(prov)
     assert prov["seeds"] == [0] and prov["wall_seconds"] >= 0
     assert torch.__version__.startswith(prov["versions"]["torch"].split("+")[0])
     assert {"model", "flags", "torch_capability"} <= set(prov["cpu"])
@@ -292,7 +292,9 @@ def test_goals_are_not_assessable_on_a_degenerate_vase_run():
     assert any("no switch detected" in r for r in g["not_assessable_because"])
     assert goals_line(g).startswith("goals: NOT ASSESSABLE")
     # numbers that were never measured do not count as sound either
-    g2 = summarise_ablation({("SDA", 0): {"object_id": {"change": -0.01}}, ("-", 0): _res(-0.2, 0.0)}, ["SDA", "-"], [0])
+    g2 = summarise_ablation(
+        {("SDA", 0): {"object_id": {"change": -0.01}}, ("-", 0): _res(-0.2, 0.0)}, ["SDA", "-"], [0]
+    )
     assert g2["goals"]["assessable"] is False
 
 

@@ -483,9 +483,7 @@ def ablation_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     )
     prov = summary.get("provenance")
     if prov:
-        lines.append(
-            f"Source: ablation.json, {short_commit(prov)}, `{prov.get('command')}`; {machine_summary(prov)}."
-        )
+        lines.append(f"Source: ablation.json, {short_commit(prov)}, `{prov.get('command')}`; {machine_summary(prov)}.")
     return "\n".join(lines)
 
 
