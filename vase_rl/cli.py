@@ -451,7 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the command that regenerates it. Exit status 0 when nothing is wrong, 1 otherwise.",
         formatter_class=_Formatter,
     )
-    p.add_argument("action", choices=("check",), help="what to do (check)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "check",
+        help="report stale results and docs items without a source",
+        description="Check results and docs (see `vase-rl results --help`); exit status 1 when something is wrong.",
+        formatter_class=_Formatter,
+    )
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="more result files or run/ablation folders")
     p.add_argument(
         "--root",

@@ -61,6 +61,7 @@ from vase_rl.evaluation.probes import ProbeTracker
 from vase_rl.learner import VASE
 
 __all__ = [
+    "LATENTS_IN_USE_DEFINITION",
     "RUN_CODE",
     "RUN_FILES",
     "TABLE1_SEQUENCE",

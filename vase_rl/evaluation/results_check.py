@@ -38,7 +38,7 @@ import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,11 +442,17 @@ def _items(lines: list[str], start: int, stop: int) -> list[tuple[int, str, str]
     return out
 
 
-def check_docs(root: str | Path | None = None, stale_results: Iterable[str] = ()) -> list[Finding]:
+def check_docs(
+    root: str | Path | None = None, stale_results: Iterable[str] | Mapping[str, str | None] = ()
+) -> list[Finding]:
     """Figures and number tables in ``docs/*.md`` and ``README.md`` without a source, with a
-    source JSON that does not exist, or whose source JSON is in ``stale_results``."""
+    source JSON that does not exist, or whose source JSON is in ``stale_results`` (paths, or a
+    mapping path -> the command that regenerates it)."""
     base = Path(root) if root is not None else REPO_ROOT
-    stale = set(stale_results)
+    if isinstance(stale_results, Mapping):
+        stale = dict(stale_results)
+    else:
+        stale = {path: RESULT_SOURCES.get(path, {}).get("command") for path in stale_results}
     docs = sorted((base / "docs").glob("*.md")) + ([base / "README.md"] if (base / "README.md").is_file() else [])
     findings: list[Finding] = []
     for doc in docs:
@@ -487,7 +493,7 @@ def check_docs(root: str | Path | None = None, stale_results: Iterable[str] = ()
                                 rel,
                                 "stale_source",
                                 f"{kind} comes from {ref}, which is stale: {label}",
-                                RESULT_SOURCES.get(ref, {}).get("command"),
+                                stale[ref],
                                 line=i + 1,
                             )
                         )
@@ -523,7 +529,7 @@ def check(root: str | Path | None = None, extra: Iterable[str | Path] = (), docs
         findings += check_result(f, base)
     findings += _duplicates(base, files)
     if docs:
-        stale = {f.path for f in findings if f.kind in ("stale", "duplicate")}
+        stale = {f.path: f.command for f in findings if f.kind in ("stale", "duplicate")}
         findings += check_docs(base, stale)
     return findings
 
