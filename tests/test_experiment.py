@@ -20,8 +20,10 @@ from vase_rl.evaluation.ablation import (
 )
 from vase_rl.evaluation.experiment import (
     RUN_FILES,
+    decoder_dependence,
     load_run,
     matrix_measures,
+    measure_latent_usage,
     parse_sequence,
     probe_latents,
     run_experiment,
@@ -322,3 +324,27 @@ def test_run_ablation_writes_json_and_markdown(tmp_path):
     assert len(drows) == 2 and drows[1].startswith("| VASE (SDA) |")  # only variants with S
     with pytest.raises(ValueError, match="at least one seed"):
         run_ablation(tiny(), SEQ, 6, [], tmp_path)
+
+
+class _OneLatentDecoder(torch.nn.Module):
+    """A stand-in decoder whose output depends on latent 0 only."""
+
+    def forward(self, z, onehot):
+        return (5.0 * z[:, :1]).view(-1, 1, 1, 1).expand(-1, 1, 16, 16)
+
+
+def test_decoder_dependence_finds_the_latents_the_decoder_uses():
+    learner = VASE(tiny(), seed=0, device="cpu")
+    learner.decoder = _OneLatentDecoder()
+    x = np.random.default_rng(0).integers(0, 255, (32, 16, 16, 1), dtype=np.uint8)
+    gen = torch.Generator().manual_seed(0)
+    used, sigma = decoder_dependence(learner, x, 0, np.ones(4, bool), generator=gen)
+    assert used.tolist() == [True, False, False, False]
+    assert sigma[0] < 1.0 < sigma[1:].min()  # ignored latents tolerate noise beyond T = 1
+    # a masked latent is never "in use", whatever the decoder does with it
+    used, _ = decoder_dependence(learner, x, 0, np.array([False, True, True, True]), generator=gen)
+    assert not used.any()
+    views = {"a": (x, 0, np.ones(4, bool)), "b": (x, 0, np.array([False, True, True, True]))}
+    u = measure_latent_usage(learner, views, num_images=32)
+    assert u["in_use"] == {"a": [True, False, False, False], "b": [False] * 4} and u["num_in_use"] == 1
+    assert u["labels"]["b"] == ["frozen", "unused", "unused", "unused"]

@@ -698,9 +698,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from vase_rl.provenance import collect, write_json
 
         data = to_jsonable(out)
-        if args.run is not None and "provenance" in data:
-            # the numbers are the run's: keep its provenance, record this command beside it
+        if args.run is not None:
+            # the numbers are the run's: keep its provenance (never invent one for an old run
+            # that has none) and record this command beside it
             data["evaluated_by"] = collect(command=args._command)
+            data.setdefault("provenance", None)
         else:
             data["provenance"] = collect(command=args._command, seeds=[args.seed], code_paths=RUN_CODE)
         write_json(args.json, data)
