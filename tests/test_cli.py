@@ -259,6 +259,7 @@ def test_evaluate_run_and_checkpoint(run_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "moving_shapes: assigned domain" in out and "object-id accuracy" in out
+    assert "MIG/DCI on 200 samples (below the standard 10,000)" in out
     c = json.loads((tmp_path / "c.json").read_text())
     assert set(c["per_domain"]) == {"moving_shapes"} and "position_mse" in c["per_domain"]["moving_shapes"]
     assert c["provenance"]["command"].startswith("vase-rl evaluate --checkpoint") and c["provenance"]["code_digest"]

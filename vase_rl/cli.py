@@ -932,7 +932,10 @@ def format_results(res: dict[str, Any]) -> str:
         )
     u = res.get("latent_usage", {})
     if u:
-        lines.append(f"latents:    {u.get('num_in_use')} of {u.get('latent_dim')} in use")
+        lines.append(
+            f"latents:    {u.get('num_in_use')} of {u.get('latent_dim')} in use (active for a domain's data and "
+            "needed by its decoder)"
+        )
     dis = res.get("disentanglement", {})
     if dis:
         parts = [
@@ -942,6 +945,12 @@ def format_results(res: dict[str, Any]) -> str:
         ]
         if parts:
             lines.append("disentanglement: " + "; ".join(parts))
+        small = sorted({v["num_samples"] for v in dis.values() if v and v.get("standard_sample_size") is False})
+        if small:
+            lines.append(
+                f"  (MIG/DCI on {', '.join(map(str, small))} samples per domain, below disentanglement_lib's "
+                "10,000: not comparable to published scores)"
+            )
     return "\n".join(lines)
 
 
@@ -957,6 +966,8 @@ def format_static(out: dict[str, Any], learner) -> str:
             bits.append(f"MIG {_num(row['mig'], '.2f')}")
         if "dci_disentanglement" in row:
             bits.append(f"DCI-D {_num(row['dci_disentanglement'], '.2f')}")
+        if row.get("standard_sample_size") is False:
+            bits.append(f"MIG/DCI on {row['num_samples']} samples (below the standard 10,000)")
         lines.append(f"  {name}: " + ", ".join(bits))
     lines.append(out["latent_usage"].get("text", ""))
     return "\n".join(lines)
