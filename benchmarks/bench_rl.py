@@ -18,8 +18,9 @@ wrapper's overhead against PPO's own per-step cost at 8 envs.
     python benchmarks/bench_rl.py --quick               # smoke run, under a minute
     python benchmarks/bench_rl.py --steps 200000 --seeds 0 1
 
-Writes ``benchmarks/results/rl.json`` and the table between the BENCH markers of docs/RL.md
-(``--no-doc`` to skip).
+Writes ``benchmarks/results/rl.json`` (with a provenance block: commit, versions, CPU, threads,
+command, seeds, wall time, digest of the code measured) and the table between the BENCH markers
+of docs/RL.md, headed by the command and the commit (``--no-doc`` to skip).
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from vase_rl.agents import DEFAULT_PPO_KWARGS, EpisodeReturns
 
 import vase_rl
-from vase_rl import VASEConfig
+from vase_rl import VASEConfig, provenance
 from vase_rl.wrappers import VecVASE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "vase_rl/SpriteTask-v0"
+#: The code these numbers measure (see vase_rl.provenance.CODE_PATHS).
+CODE = ("core", "wrappers", "agents", "envs", "benchmarks/bench_rl.py")
 
 
 # ------------------------------------------------------------------------------------------ arms
@@ -355,11 +358,14 @@ def machine() -> str:
     )
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], json_path: str = "benchmarks/results/rl.json") -> str:
     args = report["args"]
     s, g, over = report["summary"]["arms"], report["summary"]["goals"], report["overhead"]
+    prov = report.get("provenance")
+    commit = provenance.short_commit(prov) if prov else "commit unknown (no provenance recorded)"
     lines = [
-        f"Measured with `{report['command']}` on {report['machine']}. "
+        f"Measured with `{report['command']}` at {commit} on {report['machine']} "
+        f"(JSON: `{json_path}`). "
         f"{args['steps']:,} environment steps per arm, {args['n_envs']} envs (DummyVecEnv), seeds {args['seeds']}, "
         f"PPO settings `{report['ppo_kwargs']}`.",
         "",
@@ -419,6 +425,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (as docs cite it), else as given."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def write_doc(path: Path, text: str) -> None:
     doc = path.read_text() if path.exists() else ""
     block = f"<!-- BENCH:START -->\n{text}\n<!-- BENCH:END -->"
@@ -473,8 +487,8 @@ def main() -> None:
     if args.report_only:
         report = json.loads(Path(args.out).read_text())
         report["summary"] = summarise(report["results"], report["overhead"], args)
-        Path(args.out).write_text(json.dumps(report, indent=2))
-        text = markdown(report)
+        provenance.write_json(args.out, report)  # keeps the measurement's own provenance block
+        text = markdown(report, _shown(args.out))
         print(text)
         if not args.no_doc:
             write_doc(Path(args.doc), text)
@@ -488,6 +502,8 @@ def main() -> None:
         parser.error(f"unknown arms {sorted(unknown)}")
 
     print(f"bench_rl: {arms}, {args.steps} steps, seeds {args.seeds}", flush=True)
+    code = provenance.code_state(CODE)  # the code as it was when the measurement started
+    started = time.time()
     results = [run_arm(arm, args, seed) for seed in args.seeds for arm in arms]
     over = overhead(args, over_steps)
     print(f"  overhead (frozen): {over['overhead_fraction']:.1%} of PPO's own per-step cost", flush=True)
@@ -501,9 +517,11 @@ def main() -> None:
         "overhead": over,
     }
     report["summary"] = summarise(results, over, args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    text = markdown(report)
+    report["provenance"] = provenance.collect(
+        command=command.strip(), seeds=args.seeds, started=started, code_state=code
+    )
+    provenance.write_json(args.out, report)
+    text = markdown(report, _shown(args.out))
     print(text)
     if not args.no_doc:
         write_doc(Path(args.doc), text)
