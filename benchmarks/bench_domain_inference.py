@@ -89,16 +89,7 @@ def run(
         stat.append(stats.get("statistic"))
         evid.append(stats.get("evidence"))
         events.append(stats["event"])
-        if item.step in stream.boundaries:
-            at_switch.append(
-                {
-                    "update": item.step,
-                    "capacity": stats["capacity"],
-                    "kl_before": None,
-                    "active_latents": stats.get("active_latents"),
-                }
-            )
-        if item.step + 1 in stream.boundaries:
+        if item.step + 1 in stream.boundaries:  # the representation just before the data change
             at_switch.append(
                 {
                     "update": item.step + 1,
@@ -221,8 +212,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "reidentified": f"{sum(r['reidentified'] for r in rs)}/{sum(r['returns'] for r in rs)}",
             "min_switch_margin": float(min(ms)) if ms else None,
             "max_stationary_margin": max((r["stationary_margin"] or 0.0) for r in rs),
-            "capacity_at_first_switch": [r["at_switch"][1]["capacity"] for r in rs if len(r["at_switch"]) > 1],
-            "kl_at_first_switch": [r["at_switch"][1].get("kl") for r in rs if len(r["at_switch"]) > 1],
+            "capacity_at_first_switch": [r["at_switch"][0]["capacity"] for r in rs if r["at_switch"]],
+            "kl_at_first_switch": [r["at_switch"][0].get("kl") for r in rs if r["at_switch"]],
         }
     summary["per_stream"] = per_stream
     return summary

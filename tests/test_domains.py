@@ -23,18 +23,24 @@ def _t(values):
 
 
 class View:
-    """A scripted batch: per-domain scores and the batch's atypicality."""
+    """A scripted batch: per-domain scores and the batch's atypicality. With ``per_image``, each
+    domain's 64 per-image fractions are its mean plus the same image-difficulty offsets."""
 
-    def __init__(self, fractions, alpha=(0.0, 0.0), var=0.01, losses=None, candidate=0, masks=None):
+    def __init__(self, fractions, alpha=(0.0, 0.0), var=0.01, losses=None, candidate=0, masks=None, per_image=False):
         self.alpha = torch.tensor(alpha, dtype=torch.float32)
         self.fractions, self.var, self.losses = fractions, var, losses or {}
         self._candidate, self.masks, self.asked = candidate, masks or {}, []
+        self.per_image = per_image
 
     def score(self, domain):
         self.asked.append(domain)
         frac = self.fractions.get(domain, self.fractions.get("other", 0.0))
         mask = self.masks.get(domain, _t([T] * len(self.alpha)))
-        return BatchScore(frac, self.var, 64, self.losses.get(domain, 100.0 * (1 - frac) + 10), mask)
+        images = None
+        if self.per_image:
+            offsets = torch.linspace(-1.0, 1.0, 64) * math.sqrt(3 * self.var)  # variance var, mean 0
+            images = frac + offsets + 0.003 * torch.sin(torch.arange(64.0) * (domain + 1))
+        return BatchScore(frac, self.var, 64, self.losses.get(domain, 100.0 * (1 - frac) + 10), mask, images)
 
     def candidate(self):
         return self._candidate
@@ -158,6 +164,33 @@ def test_among_fitting_domains_the_best_explaining_one_is_chosen():
     verdict = m.decide(401, View(fractions))
     assert (verdict.domain, verdict.event) == (0, "switch")
     assert m.log[-1].episode[1][0] < m.log[-1].episode[0][0]  # not the smallest deficit
+
+
+def test_a_returning_domain_the_current_decoder_also_explains_is_found_by_the_switch_test():
+    # an easier domain after a harder one: the current decoder explains the returning domain as
+    # well as its own data (no alarm), but the returning domain's decoder explains it better
+    m = _evidence(max_domains=4, recheck_every=5)
+    m.allocate([T, T], step=0)
+    m.records[1].score_mean, m.records[1].score_var, m.records[1].reference_batches = 0.7, 0.01, 50
+    events = []
+    for step in range(100, 140):
+        view = View({1: 0.7, 0: 0.76}, per_image=True)  # domain 0 explains these images 0.06 better
+        verdict = m.decide(step, view)
+        events.append(verdict.event)
+        if verdict.event == "switch":
+            break
+    assert events[-1] == "switch" and m.current == 0 and "held" not in events
+    assert len(events) <= 15  # found within three checks (every 5th batch)
+    assert m.log[-1].vote == "better_fit"
+
+
+def test_the_switch_test_stays_when_the_current_decoder_is_best():
+    m = _evidence(max_domains=4, recheck_every=1)
+    m.allocate([T, T], step=0)
+    m.records[1].score_mean, m.records[1].score_var, m.records[1].reference_batches = 0.7, 0.01, 50
+    for step in range(100, 400):
+        assert m.decide(step, View({1: 0.7, 0: 0.69}, per_image=True)).event == "stay"
+    assert m.current == 1 and not m.advantage
 
 
 def test_max_domains_falls_back_to_the_best_domain_with_one_warning():

@@ -130,6 +130,7 @@ class VASEConfig:
     evidence_threshold: float = 8.0  # h of the CUSUM (alarm level)
     evidence_allowance: float = 1.0  # k: standardised deficits below k build no evidence
     score_floor: float = 0.01  # smallest explained-fraction change the test resolves
+    recheck_every: int = 5  # score every stored domain on every n-th batch (does another fit better?)
     kappa: float = PAPER["kappa_disentangled"]
     infer_every: int = 1  # run Algorithm 1 every n updates
     patience: int = 1  # consecutive "new domain" votes before allocating (1 = paper)
@@ -210,6 +211,7 @@ class VASEConfig:
             "max_consecutive_nonfinite",
             "imagination_every",
             "imagination_hidden",
+            "recheck_every",
         ):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be a positive integer")
@@ -222,7 +224,9 @@ class VASEConfig:
         ):
             raise bad("grad_clip", "must be a number >= 1 (a multiple of the running gradient norm), or None")
         if self.capacity_lead is not None and not (
-            isinstance(self.capacity_lead, (int, float)) and math.isfinite(self.capacity_lead) and self.capacity_lead > 0
+            isinstance(self.capacity_lead, (int, float))
+            and math.isfinite(self.capacity_lead)
+            and self.capacity_lead > 0
         ):
             raise bad("capacity_lead", "must be a finite positive number of nats, or None (the paper's objective)")
         if self.domain_warmup < 0:

@@ -68,6 +68,7 @@ __all__ = [
     "algorithm1_vote",
     "cusum_false_alarm_run_length",
     "mask_disagreement",
+    "paired_advantage",
     "standardised_deficit",
 ]
 
@@ -122,6 +123,16 @@ def standardised_deficit(
     return (ref_mean - batch_mean) / scale
 
 
+def paired_advantage(better: torch.Tensor, worse: torch.Tensor, floor: float) -> float:
+    """How many standard errors the per-image explained fractions of one decoder exceed another's on
+    the same images: mean(d) / sqrt(var(d) / n + floor^2) with d = better - worse. Pairing removes
+    the images' own difficulty, which both decoders share."""
+    diff = (better - worse).double()
+    n = diff.numel()
+    var = float(diff.var()) if n > 1 else 0.0
+    return float(diff.mean()) / math.sqrt(var / max(n, 1) + floor * floor)
+
+
 def cusum_false_alarm_run_length(allowance: float, threshold: float) -> float:
     """Siegmund's approximation of the in-control average run length of a one-sided CUSUM on
     N(0, 1) increments with allowance k and threshold h: (e^{2kb} - 2kb - 1) / (2k^2), b = h + 1.166."""
@@ -144,6 +155,7 @@ class BatchScore:
     n: int
     recon_loss: float  # mean NLL minus the likelihood's constant (the paper's L)
     mask: torch.Tensor  # the batch's hysteresis mask continued from the domain's stored mask
+    fractions: torch.Tensor | None = None  # per-image explained fractions (for paired comparisons)
 
     @property
     def finite(self) -> bool:
@@ -158,6 +170,9 @@ class BatchView(Protocol):
     def score(self, domain: int) -> BatchScore: ...
 
     def candidate(self) -> int: ...  # the classifier's s_hat among the known domains
+
+    # optional: explained fraction the model has lost on a stored domain since it was left
+    # def forgetting(self, domain: int) -> float: ...
 
 
 @dataclass
@@ -175,6 +190,7 @@ class DomainRecord:
     atypicality_reference: list[float] | None = None  # running mean of alpha per latent
     atypicality_var: list[float] | None = None  # running variance of alpha per latent around it
     reference_batches: int = 0  # accepted batches since the reference (re)started
+    probe_fraction: float | None = None  # how well the model rebuilt its own probe images when it left
     num_updates: int = 0
     created_at: int = 0
     last_seen: int = 0
@@ -196,7 +212,8 @@ class Decision:
     statistic: float | None = None  # evidence rule: standardised deficit t of the current domain
     evidence: float | None = None  # evidence rule: CUSUM after this batch
     candidate_statistic: float | None = None  # evidence rule: the candidate's mean deficit over the alarm
-    # evidence rule, at an alarm: per domain [mean deficit, mean explained fraction, batches with mask jumps]
+    # evidence rule, at an alarm: per domain [mean deficit (forgetting-corrected for stored domains),
+    # mean explained fraction, batches with mask jumps, forgetting]
     episode: dict[int, list[float]] | None = None
 
 
@@ -218,8 +235,11 @@ class _EpisodeEntry:
 
     total: float = 0.0  # sum of standardised deficits
     fraction_total: float = 0.0  # sum of batch-mean explained fractions
+    var_total: float = 0.0  # sum of the batches' per-image variances
+    n: int = 1  # images per batch
     count: int = 0
     mask_jumps: int = 0
+    forgetting: float = 0.0  # explained fraction the model has lost on the domain since it was left
 
     @property
     def mean(self) -> float:
@@ -250,11 +270,13 @@ class DomainMemory:
     mask_high: float = 0.72  # lambda_1
     hold_while_pending: bool = True
     fallback_to_current: bool = False
+    recheck_every: int = 5  # score every stored domain on every n-th batch (the switch test)
     records: list[DomainRecord] = field(default_factory=list)
     current: int | None = None
     pending_new_votes: int = 0
     evidence: float = 0.0
     episode: dict[int, _EpisodeEntry] = field(default_factory=dict)
+    advantage: dict[int, float] = field(default_factory=dict)  # switch-test CUSUM per stored domain
     log: list[Decision] = field(default_factory=list)
     fallback_count: int = 0
     log_stay_every: int = 25  # "stay"/"warmup" decisions are logged every n updates; all others always
@@ -296,6 +318,7 @@ class DomainMemory:
         self.pending_new_votes = 0
         self.evidence = 0.0
         self.episode = {}
+        self.advantage = {}
         if self.rule == "evidence":
             self.records[domain].reference_batches = 0
 
@@ -429,6 +452,9 @@ class DomainMemory:
         self.evidence = max(0.0, self.evidence + increment)
         if self.evidence <= self.hold_level:
             self.episode = {}
+            switch = self._switch_test(step, view, cur, score)
+            if switch is not None:
+                return switch
             self._accept(cur, score, view.alpha)
             self._log(
                 Decision(
@@ -447,10 +473,54 @@ class DomainMemory:
             return self._held(step, cur, score, t, jumps)
         return self._resolve_alarm(step, view, t, jumps)
 
+    def _switch_test(self, step: int, view: BatchView, cur: int, score: BatchScore) -> Verdict | None:
+        """Does another stored domain explain the stream *better* than the current one?
+
+        A returning domain can be explained by the current decoder about as well as the current
+        domain's own data (an easier domain after a harder one), so the current domain's test
+        never fires. Every ``recheck_every`` batches, and whenever the classifier proposes another
+        domain, each stored domain's decoder is compared with the current one on the same images
+        (:func:`paired_advantage`); a one-sided CUSUM per domain with the same k, cap and h as the
+        domain test switches to the one that is consistently better."""
+        if self.num_domains < 2 or score.fractions is None:
+            return None
+        candidate = view.candidate()
+        if step % self.recheck_every and candidate == cur and not self.advantage:
+            return None
+        k, cap = self.evidence_allowance, self.cap
+        checked = range(self.num_domains) if step % self.recheck_every == 0 else [candidate]
+        best, best_value = None, -math.inf
+        for d in checked:
+            if d == cur:
+                continue
+            other = view.score(d)
+            if other.fractions is None or not other.finite:
+                continue
+            a = paired_advantage(other.fractions, score.fractions, self.score_floor)
+            self.advantage[d] = max(0.0, self.advantage.get(d, 0.0) + min(a, k + cap) - k)
+            if self.advantage[d] >= self.evidence_threshold and self.advantage[d] > best_value:
+                best, best_value = d, self.advantage[d]
+        self.advantage = {d: v for d, v in self.advantage.items() if v > 0}
+        if best is None:
+            return None
+        other = view.score(best)
+        rec = self.records[best]
+        self.log.append(
+            Decision(
+                step, cur, best, other.recon_loss, rec.reference_recon_loss, 0, "better_fit", best, "switch",
+                statistic=self.deficit(cur, score), evidence=best_value, candidate_statistic=self.deficit(best, other),
+            )
+        )  # fmt: skip
+        self._enter(best)
+        self._accept(best, other, view.alpha)
+        return Verdict(best, "switch", True, other.mask, None, 0.0)
+
     def _add_to_episode(self, domain: int, score: BatchScore, deficit: float, jumps: int) -> None:
         entry = self.episode.setdefault(domain, _EpisodeEntry())
         entry.total += deficit
         entry.fraction_total += score.fraction_mean
+        entry.var_total += score.fraction_var
+        entry.n = score.n
         entry.count += 1
         entry.mask_jumps += int(jumps > 0)
 
@@ -468,21 +538,34 @@ class DomainMemory:
     def _resolve_alarm(self, step: int, view: BatchView, t: float, jumps: int) -> Verdict:
         cur = self.current
         count = self.episode[cur].count
-        others = {
-            d: e for d, e in self.episode.items() if d != cur and e.count == count and e.mask_jumps == 0
-        }  # fmt: skip
+        # the mask test is evidence against the current domain; it does not veto re-identifying a
+        # stored one (the shared encoder drifts on a domain's data while the stream is elsewhere,
+        # so a returning domain's used latents may look atypical at first): jumps only break ties
+        others = {d: e for d, e in self.episode.items() if d != cur and e.count == count}
+        # a stored domain is judged against its reference lowered by what the model has forgotten
+        # of it since it was left (measured on probe images, see BatchView.forgetting)
+        forgetting = getattr(view, "forgetting", None)
+        for d, e in others.items():
+            rec = self.records[d]
+            if forgetting is not None and rec.score_mean is not None and rec.score_var is not None:
+                lost = max(0.0, float(forgetting(d)))
+                e.total = e.count * standardised_deficit(
+                    rec.score_mean - lost, rec.score_var, rec.score_drift_var, e.fraction_mean,
+                    e.var_total / e.count, e.n, self.score_floor,
+                )  # fmt: skip
+                e.forgetting = lost
         # among the stored domains whose mean deficit stays below the fit level, the one whose
         # decoder explains the batch best (a domain's deficit is relative to its own reference,
         # which an immature domain keeps low; the explained fraction compares decoders directly)
         fit = max(self.fit_level, _REIDENTIFY_RATIO * self.episode[cur].mean)
         fitting = [d for d in others if others[d].mean <= fit]
-        best = max(fitting, key=lambda d: others[d].fraction_mean) if fitting else None
+        best = max(fitting, key=lambda d: (others[d].mask_jumps == 0, others[d].fraction_mean)) if fitting else None
         if best is None and others:
             best = min(others, key=lambda d: others[d].mean)
         best_mean = others[best].mean if best is not None else None
         vote = "mask" if jumps and t < self.evidence_allowance else "evidence"
         evidence = self.evidence
-        episode = {d: [e.mean, e.fraction_mean, e.mask_jumps] for d, e in self.episode.items()}
+        episode = {d: [e.mean, e.fraction_mean, e.mask_jumps, e.forgetting] for d, e in self.episode.items()}
         if best is not None and best_mean <= fit:
             chosen, event = best, "switch"
         elif self.num_domains < self.max_domains:
@@ -611,6 +694,7 @@ class DomainMemory:
             "pending_new_votes": self.pending_new_votes,
             "evidence": self.evidence,
             "episode": {int(d): asdict(e) for d, e in self.episode.items()},
+            "advantage": {int(d): float(v) for d, v in self.advantage.items()},
             "log": [asdict(d) for d in self.log],
             "fallback_count": self.fallback_count,
         }
@@ -621,5 +705,6 @@ class DomainMemory:
         self.pending_new_votes = int(state["pending_new_votes"])
         self.evidence = float(state.get("evidence", 0.0))
         self.episode = {int(d): _EpisodeEntry(**e) for d, e in state.get("episode", {}).items()}
+        self.advantage = {int(d): float(v) for d, v in state.get("advantage", {}).items()}
         self.log = [Decision(**d) for d in state["log"]]
         self.fallback_count = int(state.get("fallback_count", 0))

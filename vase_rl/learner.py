@@ -54,7 +54,9 @@ from vase_rl.objectives import (
     gaussian_kl_to_standard,
     marginal_information_split,
     nll_normaliser,
+    perfect_nll,
     reconstruction_nll,
+    trivial_nll,
 )
 from vase_rl.window import FrameWindow
 
@@ -133,6 +135,7 @@ class VASE:
             evidence_threshold=config.evidence_threshold,
             evidence_allowance=config.evidence_allowance,
             score_floor=config.score_floor,
+            recheck_every=config.recheck_every,
             mask_band=config.mask_threshold_high - config.mask_threshold_low,
             mask_high=config.mask_threshold_high,
             hold_while_pending=config.hold_while_pending,
@@ -141,6 +144,7 @@ class VASE:
         self._mask = torch.ones(config.latent_dim, dtype=torch.bool, device=self.device)
         self.num_updates = 0
         self._grad_norm_avg: float | None = None  # running average of the clipped gradient norm
+        self._probes: dict[int, torch.Tensor] = {}  # per left domain: the model's own images of it
         self.skipped_updates = 0
         self._consecutive_nonfinite = 0
         self.last_atypicality: np.ndarray | None = None
@@ -291,8 +295,7 @@ class VASE:
         x = self._prep(self.sample_window() if batch is None else batch)
         if x.shape[0] < 2:
             raise ValueError(
-                f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); "
-                f"got {x.shape[0]}"
+                f"update needs at least 2 images per batch (atypicality fits a Gaussian to the batch); got {x.shape[0]}"
             )
         x_real = x
         if self.imagination is not None and cfg.imagination_fraction > 0 and self.num_domains > 0:
@@ -313,10 +316,13 @@ class VASE:
         view = _BatchView(self, self.memory, x, x_real.shape[0], z_post, prior_noise, alpha, logits)
         if self.memory.current is None:
             self.memory.allocate([True] * cfg.latent_dim, step)
+        previous = self.memory.current
         if cfg.domain_inference and step % cfg.infer_every == 0:
             verdict = self.memory.decide(step, view)
         else:
             verdict = view.stay()
+        if self.memory.current != previous:  # the stream left ``previous``: remember what it could do
+            self._capture_probe(previous)
         chosen = verdict.domain
         mask_used = verdict.mask.to(self.device)
         nll_used = view.nll(chosen, mask_used)
@@ -353,6 +359,8 @@ class VASE:
         self.last_atypicality = alpha.detach().cpu().numpy()
         self.last_kl_per_latent = kl_latent.detach()[: x_real.shape[0]].mean(0).cpu().numpy()
         if not verdict.train:
+            if not math.isfinite(stats["recon"]):  # a broken model is an error, never a quiet hold
+                return self._skip_nonfinite(step, {"recon": recon}, chosen, verdict.event)
             # held: a batch under suspicion of coming from another domain trains nothing and
             # moves no reference (docs/DESIGN_NOTES.md); the mask in force stays the domain's
             self._mask = mask_used.detach().clone()
@@ -434,6 +442,39 @@ class VASE:
         for key, value in imagination_stats.items():
             stats[f"imagination_{key}"] = float(value)
         return stats
+
+    # ---- probes: how much of a stored domain has the model forgotten? ---------------------------
+    @torch.no_grad()
+    def _probe_fraction(self, domain: int, images: torch.Tensor) -> float:
+        """Mean explained fraction of ``images`` rebuilt through ``domain``'s mask and decoder
+        (posterior means, masked latents at the prior mean: deterministic)."""
+        cfg = self.config
+        mu, _, _ = self._encode_net(self.encoder, images)
+        z = apply_mask(mu, self._domain_mask(domain), None)
+        nll = self._nll(self._decode_net(self.decoder, z, domain), images)
+        return float(explained_fraction(nll, images, cfg.likelihood, cfg.gaussian_std).mean())
+
+    @torch.no_grad()
+    def _capture_probe(self, domain: int, n: int = 32) -> None:
+        """When the stream leaves ``domain``: the model draws ``n`` images of it from the prior
+        (its own dreams, not data) and records how well it rebuilds them. Later, the drop of that
+        score estimates what the model has forgotten of the domain, and domain inference lowers the
+        domain's reference by it before judging a return (docs/DESIGN_NOTES.md)."""
+        z = self._randn(n, self.config.latent_dim)
+        images = pixel_means(self._decode_net(self.decoder, z, domain), self.config.likelihood)
+        if self.execution["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        self._probes[domain] = images.detach()
+        self.memory.records[domain].probe_fraction = self._probe_fraction(domain, images)
+
+    def forgetting(self, domain: int) -> float:
+        """Explained fraction the model has lost on ``domain``'s probe images since the stream
+        left it (0 for the current domain or one never left)."""
+        domain = self._check_domain(domain)
+        rec = self.memory.records[domain]
+        if domain not in self._probes or rec.probe_fraction is None:
+            return 0.0
+        return max(0.0, rec.probe_fraction - self._probe_fraction(domain, self._probes[domain]))
 
     def _clip_gradients(self) -> tuple[float, bool]:
         """Clip the networks' gradient norm at ``grad_clip`` times its running average.
@@ -783,6 +824,7 @@ class VASE:
             "mask": self._mask.tolist(),
             "num_updates": self.num_updates,
             "grad_norm_avg": self._grad_norm_avg,
+            "probes": {int(d): t.detach().cpu().contiguous() for d, t in self._probes.items()},
             "skipped_updates": self.skipped_updates,
             "imagination": None if self.imagination is None else self.imagination.state_dict(),
             "window": self.window.state_dict(),
@@ -869,6 +911,7 @@ class VASE:
             learner._mask = torch.tensor(state["mask"], dtype=torch.bool, device=learner.device)
             learner.num_updates = int(state["num_updates"])
             learner._grad_norm_avg = state.get("grad_norm_avg")
+            learner._probes = {int(d): t.to(learner.device) for d, t in (state.get("probes") or {}).items()}
             learner.skipped_updates = int(state["skipped_updates"])
             learner._amp_enabled = learner._resolve_precision(state.get("execution"))
         except (KeyError, RuntimeError, TypeError) as err:
@@ -931,6 +974,8 @@ class _BatchView:
         self.logits = logits
         self._nll: dict[tuple[int, tuple[bool, ...]], torch.Tensor] = {}
         self._scores: dict[int, BatchScore] = {}
+        self._reference_nll: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._forgetting: dict[int, float] = {}
 
     def nll(self, domain: int, mask: torch.Tensor) -> torch.Tensor:
         """Per-example NLL of the batch decoded as ``domain`` with ``mask`` (cached)."""
@@ -946,15 +991,28 @@ class _BatchView:
             lrn, cfg = self.learner, self.learner.config
             mask = lrn.batch_mask(self.alpha, domain, self.memory) if domain < self.memory.num_domains else lrn._mask
             nll = self.nll(domain, mask)[: self.n_real].detach()
-            frac = explained_fraction(nll, self.x[: self.n_real], cfg.likelihood, cfg.gaussian_std)
+            x = self.x[: self.n_real]
+            if self._reference_nll is None:  # the same images for every domain: compute once
+                self._reference_nll = (
+                    perfect_nll(x, cfg.likelihood, cfg.gaussian_std),
+                    trivial_nll(x, cfg.likelihood, cfg.gaussian_std),
+                )
+            perfect, trivial = self._reference_nll
+            frac = explained_fraction(nll, x, cfg.likelihood, cfg.gaussian_std, perfect=perfect, trivial=trivial)
             self._scores[domain] = BatchScore(
                 fraction_mean=float(frac.mean()),
                 fraction_var=float(frac.var()) if frac.numel() > 1 else 0.0,
                 n=int(frac.numel()),
                 recon_loss=float(nll.mean()) - lrn._nll_offset,
                 mask=mask,
+                fractions=frac,
             )
         return self._scores[domain]
+
+    def forgetting(self, domain: int) -> float:
+        if domain not in self._forgetting:
+            self._forgetting[domain] = self.learner.forgetting(domain)
+        return self._forgetting[domain]
 
     def probabilities(self) -> torch.Tensor:
         n = max(self.memory.num_domains, 1)

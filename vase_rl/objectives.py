@@ -205,6 +205,8 @@ def explained_fraction(
     std: float = 0.1,
     min_gap: float | None = None,
     lowest: float = -1.0,
+    perfect: torch.Tensor | None = None,
+    trivial: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per image, the fraction of the explainable NLL a decoder explains -> (B,):
 
@@ -214,9 +216,13 @@ def explained_fraction(
     worse. It does not depend on how much ink or texture a domain has, so one threshold serves
     every domain. ``min_gap`` (default: 1 % of the pixel count, at least 1 nat) bounds the
     denominator for near-blank images; values are clipped below at ``lowest`` so one absurd
-    image cannot dominate a batch mean."""
-    perfect = perfect_nll(target, likelihood, std)
-    gap = trivial_nll(target, likelihood, std) - perfect
+    image cannot dominate a batch mean. ``perfect`` / ``trivial`` may pass the two reference NLLs
+    when several decoders are scored on the same images."""
+    if perfect is None:
+        perfect = perfect_nll(target, likelihood, std)
+    if trivial is None:
+        trivial = trivial_nll(target, likelihood, std)
+    gap = trivial - perfect
     if min_gap is None:
         min_gap = max(1.0, 0.01 * target[0].numel())
     frac = 1.0 - (nll.detach().float() - perfect) / gap.clamp_min(min_gap)
