@@ -115,6 +115,12 @@ def run(
     for b in stream.boundaries:
         near[b : b + NEAR_SWITCH] = True
     inside = [e for e, n in zip(evid, near) if e is not None and not n]
+    # where the evidence rose above the hold level inside stationary stretches (what nearly alarmed)
+    peaks = [
+        {"update": i, "statistic": stat[i], "evidence": e, "event": events[i]}
+        for i, (e, n) in enumerate(zip(evid, near))
+        if e is not None and not n and e > 0.25 * config.evidence_threshold
+    ]
     decisions = [
         {
             k: d.get(k)
@@ -153,6 +159,7 @@ def run(
         "held": int(sum(e == "held" for e in events)),
         "switch_margin": switch_margins,
         "stationary_margin": (max(inside) / config.evidence_threshold) if inside else None,
+        "stationary_peaks": peaks[:20],
         "at_switch": at_switch,
         "decisions": decisions,
         "execution": getattr(learner, "execution", None),

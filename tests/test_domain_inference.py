@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import squares
+from vase_rl.envs import make_stream
 
 from vase_rl import VASE, VASEConfig
-from vase_rl.envs import make_stream
 
 E2E = VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.5, latent_dim=16, domain_warmup=50)
 
