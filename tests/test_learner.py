@@ -377,3 +377,27 @@ def test_no_mask_collapse_on_the_fast_ramp(seed):
             lowest = min(lowest, stats["active_latents"])
     assert lowest >= cfg.latent_dim // 2 and learner.num_domains == 1
     assert stats["kl"] > 3.0  # the representation holds the information C asks for
+
+
+def test_explained_fraction_rises_with_training_and_checks_its_domain(tiny_config, rng):
+    from vase_rl.objectives import explained_fraction
+
+    learner = VASE(tiny_config, seed=0)
+    images = squares(rng, 32)
+    with pytest.raises(ValueError, match="no domain yet"):
+        learner.explained_fraction(images)
+    learner.update(images)
+    untrained = learner.explained_fraction(images)
+    for _ in range(40):
+        learner.update(images)
+    trained = learner.explained_fraction(images)
+    assert -1.0 <= untrained < trained <= 1.0
+    # the same number by hand: masked posterior means through the domain's decoder
+    x = learner._prep(images)
+    with torch.no_grad():
+        z = torch.as_tensor(learner.encode(images), device=learner.device)
+        nll = learner._nll(learner._decode_net(learner.decoder, z, 0), x)
+        by_hand = explained_fraction(nll, x, tiny_config.likelihood, tiny_config.gaussian_std).mean()
+    assert trained == pytest.approx(float(by_hand), abs=1e-5)
+    with pytest.raises(ValueError, match="does not exist"):
+        learner.explained_fraction(images, domain=5)

@@ -781,6 +781,16 @@ class VASE:
         params = self._decode_net(self.decoder, zt, self._check_domain(domain))
         return pixel_means(params, self.config.likelihood).cpu().numpy()
 
+    @torch.no_grad()
+    def explained_fraction(self, batch: Any, domain: int | None = None) -> float:
+        """How well ``domain`` (default: current) rebuilds ``batch`` from its masked posterior
+        means, as the mean explained fraction (``objectives.explained_fraction``): 1 for a perfect
+        reconstruction, 0 for no better than each image's mean intensity, negative for worse."""
+        if self.num_domains == 0:
+            raise ValueError("this learner has no domain yet: call update() on some images first")
+        self._eval_mode()
+        return self._probe_fraction(self._check_domain(domain), self._prep(batch))
+
     def reconstruct(self, batch: Any, domain: int | None = None) -> np.ndarray:
         """Decode the masked posterior means of ``batch`` as ``domain`` (default: current)."""
         return self.decode(self.encode(batch, domain), domain)
