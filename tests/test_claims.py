@@ -120,17 +120,11 @@ def test_the_mask_masks_latents_a_domain_does_not_use(mask_runs):
     }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured on this core (seeds 0-2, reproduction config): the moving-shapes domain's stored mask lost "
-    "its position latents in 3 of 3 seeds (latents 5,14 / 8,13 / 4,13 masked) -- batches held while a new "
-    "domain's patience runs set the *old* domain's stored mask to the new data's mask (learner.update: "
-    "`record.latent_mask = self._mask` for held batches). Reported to the core (issue 10).",
-)
 def test_a_domain_keeps_its_own_mask_after_the_stream_moves_on(mask_runs):
     """The mask a domain stores is the one its own data needs: after the switch to digits, moving
     shapes must still have their position latents active (otherwise the representation of a
-    returning moving domain has no position)."""
+    returning moving domain has no position). Failed in 3 of 3 seeds before issue 10's core (held
+    batches overwrote the old domain's stored mask); passes since."""
     kept = {s: all(r["shapes_stored_mask"][n] for n in r["position"]) for s, r in mask_runs.items()}
     assert sum(kept.values()) >= MIN_SEEDS, {
         s: {"position_latents": r["position"].tolist(), "stored_mask": r["shapes_stored_mask"].astype(int).tolist()}
