@@ -117,6 +117,7 @@ class VASECallback(BaseCallback):
         self._driving = False
         self._save_due = False
         self._warned_refresh = False
+        self._drift_stride = 1
 
     # ------------------------------------------------------------------ SB3 hooks
     def _init_callback(self) -> None:
@@ -135,6 +136,9 @@ class VASECallback(BaseCallback):
         if self.found and getattr(self.model, FINGERPRINT_ATTRIBUTE, None) is not None:
             _check_representation(self.model, env, strict=self.check_representation)
         self._driving = self.found and self.update_at_rollout_end and isinstance(self.model, OnPolicyAlgorithm)
+        if self.drift_meter is not None:  # collect about drift_sample observations per rollout
+            per_rollout = int(getattr(self.model, "n_steps", 1)) * int(env.num_envs)
+            self._drift_stride = max(1, per_rollout // max(self.drift_meter.sample, 1))
         if self._driving:
             self._drive(True)
             frames = int(self.model.n_steps) * int(env.num_envs)
@@ -220,6 +224,8 @@ class VASECallback(BaseCallback):
         return True
 
     def _on_step(self) -> bool:
+        if self.drift_meter is not None and self._vec is not None and self.n_calls % self._drift_stride == 0:
+            self.drift_meter.collect(self._vec)
         if self.save_freq > 0 and self.n_calls % self.save_freq == 0:
             if self._driving:
                 self._save_due = True  # at the rollout end, once the waiting updates ran

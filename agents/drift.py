@@ -13,7 +13,8 @@ separates the three changes, each with everything else held fixed:
 * **policy** (PPO's own update): ``KL(pi_k(o) || pi_{k+1}(o))``.
 
 KL is per observation, summed over action dimensions (SB3's ``kl_divergence``), averaged over
-the sample. The frames come from the learner's window (the latest rollout's frames).
+the sample. The frames are the agent's own observations during the latest rollout, collected by
+:meth:`DriftMeter.collect` (``VASECallback`` calls it every few steps).
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ def policy_outputs(policy: Any, obs: Any) -> tuple[Any, torch.Tensor]:
 
 @torch.no_grad()
 def mean_kl(p: Any, q: Any) -> float:
-    """Mean over the batch of KL(p || q) between two SB3 distributions (summed over action dims)."""
+    """Mean over the batch of KL(p || q) between two SB3 distributions (summed over action dims).
+    Per-observation values below 0 (float32 rounding of two nearly equal distributions) count as 0."""
     kl = kl_divergence(p, q)
     if kl.ndim > 1:
         kl = kl.sum(dim=tuple(range(1, kl.ndim)))
-    return float(kl.mean())
+    return float(kl.clamp_min(0.0).double().mean())
 
 
 class DriftMeter:
@@ -94,18 +96,28 @@ class DriftMeter:
         self._latents: np.ndarray | None = None
         self._obs: Any = None
         self._dist: Any = None
-        self._stats: list[Any] | None = None
+        self._pending: list[torch.Tensor] = []
 
-    def _sample_frames(self, vec: VecVASE) -> torch.Tensor | None:
-        window = vec.learner.window
-        if len(window) < 2 or vec.feed.frames != 1:
+    def collect(self, vec: VecVASE) -> None:
+        """Keep the agent's current raw observations (prepared for the learner) for the next
+        measurement."""
+        if vec.old_obs is None:
+            return
+        x = vec.feed.prepare(np.asarray(vec.feed.adapter.select(vec.old_obs)))
+        self._pending.append(x.reshape(-1, vec.feed.frames, *x.shape[1:]).clone())
+
+    def _sample_frames(self) -> torch.Tensor | None:
+        """Up to ``sample`` collected observations (rows of ``frames`` frames each), flattened to
+        the prepared-frame layout the feed encodes."""
+        if not self._pending:
             return None
-        frames = window.frames()
-        n = frames.shape[0]
+        groups = torch.cat(self._pending)
+        self._pending = []
+        n = groups.shape[0]
         if n > self.sample:
             idx = torch.randperm(n, generator=self.generator)[: self.sample]
-            frames = frames[idx.to(frames.device)]
-        return frames.clone()
+            groups = groups[idx.to(groups.device)]
+        return groups.reshape(-1, *groups.shape[2:])
 
     def measure(self, policy: Any, env: Any, vec: VecVASE, timestep: int = 0) -> dict[str, float]:
         layers = layers_above(env, vec)
@@ -125,7 +137,7 @@ class DriftMeter:
             out["policy_kl"] = mean_kl(self._dist, dist_prev_inputs)
             out["normaliser_kl"] = mean_kl(dist_prev_inputs, dist_old)
             self.history.append({"timestep": int(timestep), **out})
-        frames = self._sample_frames(vec)
+        frames = self._sample_frames()
         if frames is None:
             self._frames = None
             return out
