@@ -283,9 +283,10 @@ def test_pretraining_with_a_given_policy_on_a_single_env():
         actions.append(observation.shape)
         return 0
 
-    env = VASEWrapper(NeverEnds(), CFG, device="cpu", seed=0, batch_size=4)
+    env = VASEWrapper(NeverEnds(), CFG, device="cpu", seed=0, batch_size=4, window_size=6)
     report = env.pretrain(frames=10, policy=policy, updates=3)
-    assert report == {"frames": 10, "steps": 10, "updates": 3, "num_domains": 1}
+    assert env.learner.window.capacity == 6  # every pretraining frame was kept, then the window shrank back
+    assert report == {"frames": 10, "steps": 10, "updates": 3, "num_domains": 1, "window": "all frames"}
     assert actions == [(16, 16, 1)] * 10 and env.feed.frames_seen == 11  # 1 reset + 10 steps
 
 
@@ -358,3 +359,74 @@ def test_drift_is_zero_when_nothing_changes_and_separates_the_encoder_otherwise(
     learning = run(True)
     assert all(row["encoder_kl"] > 1e-7 and row["latent_change"] > 0 for row in learning)
     assert all(row["policy_kl"] == pytest.approx(0.0, abs=1e-9) for row in learning)  # lr 0: only the encoder
+
+
+# ------------------------------------------------------------------------------------------
+# the continual-RL benchmark
+# ------------------------------------------------------------------------------------------
+def test_phase_metrics_on_a_known_curve():
+    from vase_rl.agents.continual import ContinualSettings, phase_metrics
+
+    settings = ContinualSettings(phases=3, phase_steps=100, n_envs=1, early_steps=20, recover_window=10, bin_steps=10)
+    # A: returns climb to 1.0; B: start at 0 and reach 0.95 from step 150; A again: start at 0.5.
+    # Step 100 is the switching step: it already shows B (phase 1), as step 200 shows A again.
+    records = [(s, 1.0 if s >= 50 else 0.2, 0, 0) for s in range(0, 100, 2)]
+    records += [(s, 0.95 if s >= 150 else 0.0, 1, 1) for s in range(100, 200, 2)]
+    records += [(s, 0.5 if s < 230 else 1.0, 0, 2) for s in range(200, 301, 2)]
+    out = phase_metrics(records, settings)
+    a1, b, a2 = out["per_phase"]
+    assert a1["final_return"] == 1.0 and a1["early_return"] == pytest.approx(0.2)
+    assert b["early_return"] == 0.0 and b["true_domains"] == [1] and a2["true_domains"] == [0]
+    # recovery: the episodes of the trailing 10 steps average >= 0.9 x 1.0, checked every 10 steps
+    assert b["steps_to_recover"] == 60 and a2["steps_to_recover"] == 40 and a1["steps_to_recover"] == 60
+    back = out["returns_to_a"][0]
+    assert back["phase"] == 2 and back["forgetting"] == pytest.approx(0.5) and back["retention"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode_writes_every_field(tmp_path):
+    import json
+
+    from vase_rl.agents.continual import main
+
+    out, figure = tmp_path / "c_{task}.json", tmp_path / "c_{task}.png"
+    assert main(["--quick", "--out", str(out), "--figure", str(figure)]) == 0
+    report = json.loads((tmp_path / "c_sprites_quick.json").read_text())
+    assert (tmp_path / "c_sprites_quick.png").stat().st_size > 0
+    for key in ("settings", "arms", "seeds", "results", "summary", "provenance", "json", "figure"):
+        assert key in report, key
+    assert report["provenance"]["command"] and report["provenance"]["seeds"] == [0]
+    assert [r["arm"] for r in report["results"]] == ["vase", "cci_vae", "pixels", "factors"]
+    for result in report["results"]:
+        for key in ("steps", "agent_steps", "pretrain_steps", "steps_per_second", "curve", "phases", "episodes"):
+            assert key in result, key
+        assert result["steps"] == 3 * 1024
+        rows = result["phases"]["per_phase"]
+        assert [r["domain"] for r in rows] == ["shapes", "digits", "shapes"]
+        for row in rows:
+            assert set(row) >= {"final_return", "early_return", "steps_to_recover", "true_domains"}
+        assert rows[1]["true_domains"] == [1] and result["phases"]["returns_to_a"][0]["phase"] == 2
+        if result["arm"] in ("vase", "cci_vae"):
+            assert result["pretrain_steps"] == 256 and result["agent_steps"] == 3 * 1024 - 256
+            assert set(result["drift"]) >= {"encoder_kl_median", "policy_kl_median", "encoder_value_shift_median"}
+            view = result["representation"]["per_phase"]
+            assert set(view[1]) >= {"inferred", "domain_at_end", "switch_delay", "switch_detected", "latents"}
+            assert "recognised_as_a" in view[2]
+    targets = report["summary"]["targets"]
+    for key in (
+        "retention",
+        "retention_met",
+        "forgetting_vs_pixels",
+        "forgetting_vs_cci_vae",
+        "recover_b",
+        "speed_met",
+    ):
+        assert key in targets, key
+
+
+def test_cli_passes_every_argument_to_the_benchmark():
+    from vase_rl.cli import build_parser
+
+    args = build_parser().parse_args(["continual-rl", "--quick", "--arms", "vase,pixels", "--seeds", "3"])
+    assert args.args == ["--quick", "--arms", "vase,pixels", "--seeds", "3"]
+    assert args.func.__name__ == "_cmd_continual_rl"

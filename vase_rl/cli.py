@@ -339,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
     p.set_defaults(func=_cmd_bench)
+
+    # -- continual-rl (issue 11; the options are vase_rl.agents.continual's)
+    p = sub.add_parser(
+        "continual-rl",
+        help="continual-RL benchmark: PPO on VASE / CCI-VAE / pixels / factors while the look changes A->B->A",
+        description="Run the continual-RL benchmark of vase_rl.agents.continual (the same as "
+        "benchmarks/bench_continual_rl.py); every argument after `continual-rl` goes to it, e.g. "
+        "`vase-rl continual-rl --quick`; `vase-rl continual-rl --help` lists them.",
+        prefix_chars="+",  # options such as --quick are the benchmark's, passed on untouched
+        add_help=False,
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help)")
+    p.set_defaults(func=_cmd_continual_rl)
     return parser
 
 
@@ -614,6 +627,15 @@ def _find_bench(script: Path | None) -> Path:
         f"package, {here / 'benchmarks'}, and in {Path.cwd() / 'benchmarks'}). `vase-rl bench` needs a "
         "source checkout of vase_rl; run it from the repository root or pass --script PATH"
     )
+
+
+def _cmd_continual_rl(args: argparse.Namespace) -> int:
+    from vase_rl.agents.continual import main as continual_main
+
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    return continual_main(rest, prog="vase-rl continual-rl")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

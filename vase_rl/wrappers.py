@@ -80,6 +80,7 @@ DEFAULT_PRESET = "cpu32"
 DEFAULT_CLIP = 10.0
 DEFAULT_TRAIN_EVERY = 64  # frames per update round (8 envs x 8 steps)
 LATENT_KEY = "latents"  # the entry holding the latents in a Dict output
+PRETRAIN_WINDOW_BYTES = 256 * 2**20  # pretraining keeps every frame up to this size (64k frames at 32x32 grey)
 FINGERPRINT_FORMAT = 1
 
 # ------------------------------------------------------------------------------------------
@@ -933,9 +934,15 @@ class LatentFeed:
 
         ``reset()`` returns a raw observation batch; ``step()`` acts (the caller's policy) and returns
         (raw observation batch, list of raw terminal observations). Steps until ``frames`` env frames
-        (``frames_per_step`` per step; default: what the schedule still owes) were seen and runs
-        ``updates`` updates spread evenly over them (default ``pretrain_updates``, else the
-        ``train_every`` rate). Returns what was done."""
+        (``frames_per_step`` per step; default: what the schedule still owes) were seen, then runs
+        ``updates`` updates (default ``pretrain_updates``, else the ``train_every`` rate).
+
+        While it pretrains, the learner's window holds every pretraining frame (up to
+        ``PRETRAIN_WINDOW_BYTES`` of them), and the updates run once they are all in: each batch
+        is then drawn from the whole random-policy data set, not from its last ``window_size``
+        frames, which keeps consecutive batches alike. When the frames do not fit, the updates are
+        spread evenly over the steps instead. Afterwards the window goes back to its size (keeping
+        the newest frames). Returns what was done."""
         schedule = self.schedule
         total = schedule.pretrain_frames - schedule.pretrained_frames if frames is None else frames
         total = _positive_int("pretrain frames", total, 0)
@@ -948,9 +955,24 @@ class LatentFeed:
             updates = (steps * n // per) * schedule.gradient_steps
         updates = _positive_int("pretrain updates", updates, 0)
         learner = self.learner
+        window = learner.window
+        capacity = window.capacity
+        frame_bytes = 4 * int(np.prod(learner.config.image_shape))
+        expected = (steps + 1) * n + steps * n // 4  # reset + steps + room for terminal frames
+        fits = expected * frame_bytes <= PRETRAIN_WINDOW_BYTES
+        window.resize(max(capacity, min(expected, PRETRAIN_WINDOW_BYTES // frame_bytes)))
         before_updates = schedule.updates
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                stats = learner.update(learner.sample_window(schedule.batch_size))
+                schedule.updates += 1
+                if self.slow is not None:
+                    self.slow.follow(learner)
+                self.history.append({key: v for key, v in stats.items() if isinstance(v, (int, float, str, bool))})
+
         x = self.newest(self.prepare(np.asarray(self.adapter.select(reset()))))
-        learner.window.append(x)
+        window.append(x)
         schedule.frames_seen += int(x.shape[0])
         done = 0
         for i in range(steps):
@@ -959,18 +981,17 @@ class LatentFeed:
             if terminal:
                 images = np.concatenate([images, np.stack([np.asarray(self.adapter.select(t)) for t in terminal])])
             x = self.newest(self.prepare(images))
-            learner.window.append(x)
+            window.append(x)
             schedule.frames_seen += int(x.shape[0])
             schedule.pretrained_frames += n
-            target = (updates * (i + 1)) // steps
-            if target > done and len(learner.window) >= 2:
-                for _ in range(target - done):
-                    stats = learner.update(learner.sample_window(schedule.batch_size))
-                    schedule.updates += 1
-                    if self.slow is not None:
-                        self.slow.follow(learner)
-                    self.history.append({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
-                done = target
+            if not fits:
+                target = (updates * (i + 1)) // steps
+                if target > done and len(window) >= 2:
+                    run(target - done)
+                    done = target
+        if fits and len(window) >= 2:
+            run(updates)
+        window.resize(capacity)
         schedule.pretrained_frames = max(schedule.pretrained_frames, schedule.pretrain_frames)
         if self.slow is not None:
             self.slow.sync(learner)  # the agent starts on the pretrained encoder
@@ -979,6 +1000,7 @@ class LatentFeed:
             "steps": steps,
             "updates": schedule.updates - before_updates,
             "num_domains": int(learner.num_domains),
+            "window": "all frames" if fits else f"last {window.capacity} frames",
         }
 
     @property
