@@ -69,13 +69,15 @@ TASKS: dict[str, tuple[str, str, str]] = {
 }
 
 # the drift controls of the VASE arms (chosen on the single-domain task, docs/RL.md): VASE learns
-# from the env's frames under a random policy first, then keeps learning at a low rate, with its
-# updates at rollout boundaries (VASECallback drives them)
+# from 16k frames of the env under a random policy first, then keeps learning at a quarter of the
+# default rate with its updates at rollout boundaries (VASECallback drives them), and the agent
+# reads a slow copy of the encoder (2 % of the way to the learner's per update)
 VASE_DEFAULTS: dict[str, Any] = {
     "pretrain_frames": 16_384,
     "pretrain_updates": 3_000,
     "train_every": 256,
     "update_at": "auto",
+    "slow_encoder_rate": 0.02,
 }
 
 ARMS: dict[str, dict[str, Any]] = {
