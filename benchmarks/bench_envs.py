@@ -7,8 +7,10 @@ Measures, on this machine:
   * the one-off cost of building a sprite bank (cold cache);
   * oracle and random returns of every registered environment.
 
-Writes ``benchmarks/results/envs.json`` and the tables between the BENCH markers of
-``docs/ENVIRONMENTS.md``. Run:  python benchmarks/bench_envs.py [--quick]
+Writes ``benchmarks/results/envs.json`` (with a provenance block: commit, versions, CPU,
+threads, command, wall time, digest of ``envs/`` and this script) and the tables between the
+BENCH markers of ``docs/ENVIRONMENTS.md``, headed by the command and the commit.
+Run:  python benchmarks/bench_envs.py [--quick] [--out FILE] [--no-doc]
 Numbers are medians of ``--repeats`` runs; goals: >= 5,000 env steps/s at 64x64 and
 >= 20,000 stream images/s on a 2-core CPU.
 """
@@ -16,16 +18,16 @@ Numbers are medians of ``--repeats`` runs; goals: >= 5,000 env steps/s at 64x64 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import vase_rl.envs as E
+
+from vase_rl import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "envs.json"
@@ -34,23 +36,8 @@ START, END = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
 GOAL_STEPS, GOAL_IMAGES = 5_000, 20_000
 
 
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "gymnasium": gym.__version__,
-        "platform": platform.platform(),
-    }
+#: The code these numbers measure (see vase_rl.provenance.CODE_PATHS).
+CODE = ("envs", "benchmarks/bench_envs.py")
 
 
 def env_steps_per_s(env_id: str, steps: int, repeats: int, raw: bool, **kwargs) -> float:
@@ -98,7 +85,6 @@ def run(quick: bool, repeats: int) -> dict:
     images = 20_000 if quick else 100_000
     episodes = 50 if quick else 300
     out: dict = {
-        "machine": machine(),
         "settings": {
             "quick": quick,
             "repeats": repeats,
@@ -161,11 +147,13 @@ def run(quick: bool, repeats: int) -> dict:
     return out
 
 
-def markdown(res: dict, command: str) -> str:
-    m = res["machine"]
+def markdown(res: dict, command: str | None = None, json_path: str = "benchmarks/results/envs.json") -> str:
+    prov = res["provenance"]
+    v = prov["versions"]
     lines = [
-        f"Measured with `{command}` on {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
-        f"numpy {m['numpy']}, gymnasium {m['gymnasium']}; medians of {res['settings']['repeats']} runs. "
+        f"Measured with `{command or prov['command']}` at {provenance.short_commit(prov)} on "
+        f"{provenance.machine_summary(prov)}, Python {v['python']}, numpy {v['numpy']}, gymnasium {v['gymnasium']}; "
+        f"medians of {res['settings']['repeats']} runs (JSON: `{json_path}`). "
         f"Goals: >= {GOAL_STEPS:,} env steps/s at 64x64, >= {GOAL_IMAGES:,} stream images/s.",
         "",
         "**Environment steps per second** (random actions, resets included)",
@@ -215,6 +203,14 @@ def markdown(res: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (as docs cite it), else as given."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def update_doc(text: str) -> None:
     doc = DOC.read_text()
     if START not in doc or END not in doc:
@@ -224,19 +220,22 @@ def update_doc(text: str) -> None:
     DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps/images/episodes (smoke run)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON (default benchmarks/results/envs.json)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/ENVIRONMENTS.md")
-    args = parser.parse_args()
-    res = run(args.quick, args.repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/bench_envs.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    code = provenance.code_state(CODE)  # the code as it was when the measurement started
+    with provenance.Timer() as timer:
+        res = run(args.quick, args.repeats)
+    res["provenance"] = provenance.collect(command=command.strip(), started=timer.started, code_state=code)
+    provenance.write_json(args.out, res)
+    print(f"wrote {args.out}")
     if not args.no_doc:
-        command = "python benchmarks/bench_envs.py" + (" --quick" if args.quick else "")
-        update_doc(markdown(res, command))
+        update_doc(markdown(res, json_path=_shown(args.out)))
         print(f"updated {DOC}")
 
 

@@ -25,9 +25,10 @@ wrapper's overhead against PPO's own per-step cost at 8 envs.
     python benchmarks/bench_rl.py --arms pixels,pre \
         --variant pre:pretrain_frames=16384,pretrain_updates=3000,train_every=256
 
-Writes ``benchmarks/results/rl.json`` (with provenance; each finished run is also appended to
+Writes ``benchmarks/results/rl.json`` (with a provenance block: commit, versions, CPU, threads,
+command, seeds, wall time, digest of the code measured; each finished run is also appended to
 ``<out>.partial.jsonl``, and ``--resume`` skips the runs found there) and the table between the
-BENCH markers of docs/RL.md (``--no-doc`` to skip).
+BENCH markers of docs/RL.md, headed by the command and the commit (``--no-doc`` to skip).
 """
 
 from __future__ import annotations
@@ -54,12 +55,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from vase_rl.agents import DEFAULT_PPO_KWARGS, EpisodeReturns, VASECallback
 
 import vase_rl
-from vase_rl import VASEConfig
-from vase_rl.provenance import write_json
+from vase_rl import VASEConfig, provenance
 from vase_rl.wrappers import VecVASE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "vase_rl/SpriteTask-v0"
+#: The code these numbers measure (see vase_rl.provenance.CODE_PATHS).
+CODE = ("core", "wrappers", "agents", "envs", "benchmarks/bench_rl.py")
 
 
 # ------------------------------------------------------------------------------------------ arms
@@ -444,11 +446,14 @@ def machine() -> str:
     )
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], json_path: str = "benchmarks/results/rl.json") -> str:
     args = report["args"]
     s, g, over = report["summary"]["arms"], report["summary"]["goals"], report["overhead"]
+    prov = report.get("provenance")
+    commit = provenance.short_commit(prov) if prov else "commit unknown (no provenance recorded)"
     lines = [
-        f"Measured with `{report['command']}` on {report['machine']}. "
+        f"Measured with `{report['command']}` at {commit} on {report['machine']} "
+        f"(JSON: `{json_path}`). "
         f"{args['steps']:,} environment steps per arm, {args['n_envs']} envs (DummyVecEnv), seeds {args['seeds']}, "
         f"PPO settings `{report['ppo_kwargs']}`.",
         "",
@@ -513,6 +518,14 @@ def markdown(report: dict[str, Any]) -> str:
         '"reach" = the same 10 % trailing window first at or above the threshold; steps count pretraining frames.'
     )
     return "\n".join(lines)
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (as docs cite it), else as given."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def write_doc(path: Path, text: str) -> None:
@@ -581,8 +594,8 @@ def main() -> None:
         report = json.loads(Path(args.out).read_text())
         args.steps = report["args"]["steps"]
         report["summary"] = summarise(report["results"], report["overhead"], args)
-        write_json(args.out, report)
-        text = markdown(report)
+        provenance.write_json(args.out, report)  # keeps the measurement's own provenance block
+        text = markdown(report, _shown(args.out))
         print(text)
         if not args.no_doc:
             write_doc(Path(args.doc), text)
@@ -596,6 +609,7 @@ def main() -> None:
         parser.error(f"unknown arms {sorted(unknown)} (name VASE variants with --variant NAME:...)")
 
     print(f"bench_rl: {arms}, {args.steps} steps, seeds {args.seeds}", flush=True)
+    code = provenance.code_state(CODE)  # the code as it was when the measurement started
     started = time.time()
     partial = Path(args.out + ".partial.jsonl")
     done: dict[tuple[str, int], dict[str, Any]] = {}
@@ -629,8 +643,11 @@ def main() -> None:
         "overhead": over,
     }
     report["summary"] = summarise(results, over, args)
-    write_json(args.out, report, command=command.strip(), seeds=args.seeds, started=started)
-    text = markdown(report)
+    report["provenance"] = provenance.collect(
+        command=command.strip(), seeds=args.seeds, started=started, code_state=code
+    )
+    provenance.write_json(args.out, report)
+    text = markdown(report, _shown(args.out))
     print(text)
     if not args.no_doc:
         write_doc(Path(args.doc), text)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# execution options left at "auto" take the plain fp32 path, so results do not depend on the CPU
+# running the suite (vase_rl/precision.py; tests/test_precision.py mocks both kinds of CPU)
+os.environ.setdefault("VASE_RL_EXECUTION", "plain")
 
 import numpy as np
 import pytest

@@ -48,7 +48,7 @@ TINY_RUN = [
     "3",
     "--no-disentanglement",
 ]
-COMMANDS = ("train", "evaluate", "ablate", "plot", "bench")
+COMMANDS = ("train", "evaluate", "ablate", "plot", "bench", "results")
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +88,17 @@ def test_subcommand_help_is_complete(cmd, capsys):
             assert action.help, f"{cmd} {action.option_strings} has no help text"
 
 
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_defaults_are_printed_once(cmd):
+    # ArgumentDefaultsHelpFormatter appended "(default: 25)" to help that already said "(default 25)"
+    sub = build_parser()._subparsers._group_actions[0].choices[cmd]
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+        if action.help and action.dest != "help":
+            text = formatter._get_help_string(action) % {"default": action.default}
+            assert text.lower().count("default") <= 1, (cmd, action.option_strings, text)
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
@@ -97,6 +108,10 @@ def test_no_command_prints_help(capsys):
     "argv, message",
     [
         (["train"], "--out"),
+        (["ablate", "--quick"], "--out"),
+        (["train", "--out", "x", "--settings", "missing.json"], "no such file"),
+        (["bench", "nope"], "unknown benchmark"),
+        (["results", "check", "--root", "no/such/dir"], "no such folder"),
         (["train", "--out", "x", "--steps-per-domain", "0"], "positive integer"),
         (["train", "--out", "x", "--preset", "nope"], "unknown preset"),
         (["train", "--out", "x", "--set", "widht=0.5"], "did you mean 'width'"),
@@ -167,9 +182,52 @@ def test_train_from_config_file(tmp_path, run_dir):
     assert res["num_steps"] == 6 and "refit_forgetting" not in res["object_id"]
 
 
-def test_list_presets(capsys):
-    assert main(["train", "--out", "unused", "--list-presets"]) == 0
-    assert "cci_vae32" in capsys.readouterr().out
+def test_list_presets_needs_no_out(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cmd in ("train", "ablate"):
+        assert main([cmd, "--list-presets"]) == 0
+        assert "cci_vae32" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_run_provenance_names_the_cli_command(run_dir):
+    prov = json.loads((run_dir / "results.json").read_text())["provenance"]
+    assert prov["command"].startswith("vase-rl train --out ") and "--no-progress" in prov["command"]
+    assert prov["seeds"] == [0] and prov["commit"] is None or len(prov["commit"]) == 40
+
+
+def test_settings_file_and_command_line_precedence(tmp_path, run_dir, capsys):
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "sequence": ["moving_shapes", ["digits", 2]],
+                "steps-per-domain": 4,
+                "eval_every": 2,
+                "eval_size": 16,
+                "refit": False,
+                "disentanglement": False,
+                "seed": 3,
+                "provenance": {"ignored": True},
+            }
+        )
+    )
+    out = tmp_path / "r"
+    argv = ["train", "--out", str(out), "--no-progress", "--config", str(run_dir / "config.json")]
+    assert main([*argv, "--settings", str(settings), "--steps-per-domain", "3"]) == 0
+    exp = json.loads((out / "experiment.json").read_text())
+    # from the file: sequence, seed, eval settings; from the command line: steps per domain
+    assert exp["sequence"] == ["moving_shapes", ["digits", 2]] and exp["seed"] == 3
+    assert exp["steps_per_domain"] == 3 and exp["eval_every"] == 2 and exp["refit"] is False
+    # a run folder's own experiment.json is a settings file: the same run, returned as finished
+    assert main([*argv, "--settings", str(out / "experiment.json")]) == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"eval-everyy": 2}))
+    assert main([*argv, "--settings", str(bad)]) == 2
+    assert "unknown option 'eval-everyy'" in capsys.readouterr().err
+    bad.write_text(json.dumps({"eval_every": 0}))
+    assert main([*argv, "--settings", str(bad)]) == 2
+    assert "positive integer" in capsys.readouterr().err
 
 
 def test_evaluate_run_and_checkpoint(run_dir, tmp_path, capsys):
@@ -189,6 +247,10 @@ def test_evaluate_run_and_checkpoint(run_dir, tmp_path, capsys):
                 "--probes",
                 "--refit-steps",
                 "3",
+                "--disentanglement-size",
+                "200",
+                "--dci-method",
+                "random_forest",
                 "--json",
                 str(tmp_path / "c.json"),
             ]
@@ -197,8 +259,18 @@ def test_evaluate_run_and_checkpoint(run_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "moving_shapes: assigned domain" in out and "object-id accuracy" in out
+    assert "MIG/DCI on 200 samples (below the standard 10,000)" in out
     c = json.loads((tmp_path / "c.json").read_text())
     assert set(c["per_domain"]) == {"moving_shapes"} and "position_mse" in c["per_domain"]["moving_shapes"]
+    assert c["provenance"]["command"].startswith("vase-rl evaluate --checkpoint") and c["provenance"]["code_digest"]
+    # MIG/DCI below the standard sample size say so
+    d = c["per_domain"]["moving_shapes"]
+    assert d["num_samples"] == 200 and d["standard_sample_size"] is False and "fewer than" in d["note"]
+    # a run's JSON keeps the run's provenance and records who evaluated it
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["provenance"]["command"].startswith("vase-rl train") and e["evaluated_by"]["command"].startswith(
+        "vase-rl evaluate"
+    )
 
 
 def test_evaluate_unfinished_run_says_how_to_finish(tmp_path, capsys):
@@ -232,16 +304,40 @@ def test_ablate_tiny(tmp_path, capsys):
     summary = json.loads((out / "ablation.json").read_text())
     assert [v["variant"] for v in summary["variants"]] == ["SDA", "-"]
     assert (out / "ablation.md").read_text().startswith("| model |")
+    assert summary["provenance"]["command"].startswith("vase-rl ablate") and summary["provenance"]["seeds"] == [0]
+    assert "Source: ablation.json, commit" in (out / "ablation.md").read_text()
     assert main(["plot", str(out)]) == 0
     assert (out / "figures" / "ablation.png").stat().st_size > 1000
+    # --fresh (which the refusal message suggests) retrains; without it a finished run is reused
+    marker = out / "runs" / "SDA" / "seed0" / "results.json"
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "marker": 1}))
+    argv = ["ablate", "--out", str(out), "--variants", "SDA", "--seeds", "0", *TINY_SETS, *TINY_RUN]
+    argv += ["--steps-per-domain", "4", "--no-progress"]
+    assert main(argv) == 0 and "marker" in json.loads(marker.read_text())
+    assert main([*argv, "--fresh"]) == 0 and "marker" not in json.loads(marker.read_text())
 
 
 @pytest.mark.slow
 def test_ablate_quick_reports_every_column(tmp_path, capsys):
+    from vase_rl.evaluation.ablation import goals_line
+
     out = tmp_path / "quick"
     assert main(["ablate", "--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
     summary = json.loads((out / "ablation.json").read_text())
     assert len(summary["variants"]) == 10
+    # it says what it cannot show, and never declares success on a degenerate VASE run
+    assert "CANNOT show forgetting differences" in text
+    goals = summary["goals"]
+    assert goals_line(goals) in text
+    vase = next(v for v in summary["variants"] if v["variant"] == "SDA")
+    if vase["degenerate_runs"]:
+        assert goals["assessable"] is False and "NOT ASSESSABLE" in text
+        assert goals["vase_at_most_half_of_cci_vae"] is None
+    prov = summary["provenance"]
+    for key in ("commit", "dirty", "versions", "cpu", "threads", "command", "seeds", "wall_seconds", "code_digest"):
+        assert key in prov, key
     for v in summary["variants"]:
         for metric in (
             "object_id_best",
@@ -269,13 +365,41 @@ def test_plot_run(run_dir, tmp_path, capsys):
     assert "unknown figure" in capsys.readouterr().err
 
 
+def test_bench_lists_every_benchmark_and_each_exists(capsys):
+    from pathlib import Path
+
+    import vase_rl.cli as cli
+
+    assert main(["bench"]) == 0
+    text = capsys.readouterr().out
+    root = Path(cli.__file__).resolve().parents[1]
+    for name, (rel, _) in cli.BENCHMARKS.items():
+        assert name in text and (root / rel).is_file(), rel
+    # every script in benchmarks/ is reachable by a name
+    scripts = {f"benchmarks/{f.name}" for f in (root / "benchmarks").glob("bench_*.py")}
+    assert scripts <= {rel for rel, _ in cli.BENCHMARKS.values()}
+
+
 def test_bench_missing_script_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import vase_rl.cli as cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "pkg" / "vase_rl" / "cli.py"))
-    assert main(["bench"]) == 2
-    assert "bench_update.py was not found" in capsys.readouterr().err
+    assert main(["bench", "rl"]) == 2
+    assert "benchmarks/bench_rl.py was not found" in capsys.readouterr().err
+
+
+def test_bench_runs_a_named_benchmark(tmp_path, monkeypatch):
+    import vase_rl.cli as cli
+
+    (tmp_path / "pkg" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "pkg" / "benchmarks" / "bench_envs.py").write_text(
+        "import sys, json, pathlib\npathlib.Path(sys.argv[-1]).write_text(json.dumps(sys.argv[1:]))\n"
+    )
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "pkg" / "vase_rl" / "cli.py"))
+    target = tmp_path / "args.json"
+    assert main(["bench", "envs", "--", "--quick", str(target)]) == 0
+    assert json.loads(target.read_text()) == ["--quick", str(target)]
 
 
 def test_bench_runs_the_script_with_arguments(tmp_path):

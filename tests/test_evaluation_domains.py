@@ -27,7 +27,10 @@ def test_boundary_scores_with_lag_and_false_alarm():
     assert s["mean_delay"] == pytest.approx(2.0)
     tight = boundary_scores(pred, TRUE, tolerance=1)
     assert tight["num_matched"] == 0 and tight["precision"] == 0.0 and tight["recall"] == 0.0
-    assert tight["f1"] == 0.0 and math.isnan(tight["mean_delay"])
+    assert tight["f1"] == 0.0 and math.isnan(tight["mean_delay_matched"])
+    # both switches missed at tolerance 1, but the learner did switch 2 updates after each
+    # (at 7 for the switch at 5, at 12 for the one at 10): that is the delay charged
+    assert tight["delays"] == [2, 2] and tight["mean_delay"] == pytest.approx(2.0)
 
 
 def test_boundary_detection_may_not_lead():
@@ -54,8 +57,32 @@ def test_boundary_each_switch_matched_once():
 def test_boundary_empty_conventions():
     s = boundary_scores([0] * 10, [0] * 10, tolerance=0)
     assert (s["precision"], s["recall"], s["f1"]) == (1.0, 1.0, 1.0)
-    s = boundary_scores([0] * 10, [0] * 5 + [1] * 5, tolerance=0)
-    assert (s["precision"], s["recall"], s["f1"]) == (1.0, 0.0, 0.0)
+    assert math.isnan(s["mean_delay"])  # nothing to detect, no delay
+    # predictions without any true switch: all false alarms
+    s = boundary_scores([0] * 3 + [1] * 7, [0] * 10, tolerance=0)
+    assert (s["precision"], s["recall"], s["f1"]) == (0.0, 1.0, 0.0)
+
+
+def test_boundary_a_learner_that_never_switches_scores_nothing():
+    # the old convention gave precision 1.0 (nothing predicted, nothing wrong) and no delay
+    s = boundary_scores([0] * 15, TRUE, tolerance=3)
+    assert (s["precision"], s["recall"], s["f1"]) == (0.0, 0.0, 0.0)
+    # each switch is charged its whole segment (5 positions), the latest it could be noticed
+    assert s["delays"] == [5, 5] and s["mean_delay"] == pytest.approx(5.0)
+    assert s["missed"] == [5, 10] and math.isnan(s["mean_delay_matched"])
+
+
+def test_boundary_mean_delay_counts_missed_switches():
+    # switch at 5 caught at 7 (tolerance 2); the one at 10 never caught before the end (15)
+    s = boundary_scores([0] * 7 + [1] * 8, TRUE, tolerance=2)
+    assert s["matches"] == [(5, 7)] and s["missed"] == [10]
+    assert s["delays"] == [2, 5]
+    assert s["mean_delay"] == pytest.approx((2 + 5) / 2)  # the old definition gave 2.0
+    assert s["mean_delay_matched"] == pytest.approx(2.0)
+    # caught, but 3 updates late with tolerance 2: a miss for recall, a delay of 3
+    late = boundary_scores([0] * 7 + [1] * 6 + [2] * 2, TRUE, tolerance=2)
+    assert late["missed"] == [10] and late["delays"] == [2, 3]
+    assert late["false_alarms"] == [13] and late["mean_delay"] == pytest.approx(2.5)
 
 
 def test_boundary_errors():
@@ -120,3 +147,22 @@ def test_reidentification_uses_all_earlier_visits():
     assert [x["correct"] for x in r["returns"]] == [False, True, False]
     assert r["rate"] == pytest.approx(1 / 3)
     assert math.isnan(reidentification([0, 0, 1], [0, 0, 1])["rate"])
+
+
+def test_reidentification_of_a_learner_that_never_switches_is_zero():
+    true = ["A"] * 4 + ["B"] * 4 + ["A"] * 4
+    r = reidentification([0] * 12, true)
+    # old definition: A's return got id 0, A's id before was 0 -> "correct", rate 1.0
+    assert r["num_returns"] == 1 and r["rate"] == 0.0 and r["num_ambiguous"] == 1
+    assert r["returns"][0]["shared_with"] == ["B"] and r["returns"][0]["correct"] is False
+
+
+def test_reidentification_needs_the_domains_own_id():
+    # A and B lumped into id 0, C kept apart: A's return is not a re-identification, C's is
+    true = ["A"] * 3 + ["B"] * 3 + ["C"] * 3 + ["A"] * 3 + ["C"] * 3
+    pred = [0] * 6 + [1] * 3 + [0] * 3 + [1] * 3
+    r = reidentification(pred, true)
+    assert [x["correct"] for x in r["returns"]] == [False, True]
+    assert r["rate"] == pytest.approx(0.5) and r["num_ambiguous"] == 1
+    # the same stream told apart: both returns re-identified
+    assert reidentification([0] * 3 + [2] * 3 + [1] * 3 + [0] * 3 + [1] * 3, true)["rate"] == 1.0

@@ -61,6 +61,58 @@ def test_chaudhry_forgetting_takes_max_over_all_earlier_stages():
     assert average_accuracy(r4, stage=2) == pytest.approx((0.8 + 0.6 + 0.9) / 3)
 
 
+def test_chaudhry_forgetting_ignores_scores_before_training():
+    # column 1 scored 0.95 at stage 0, before domain 1 was trained (an untrained read-out's luck);
+    # the best since training it is 0.8 (stage 1)
+    r3 = np.array(
+        [
+            [0.90, 0.95, 0.10],
+            [0.50, 0.80, 0.10],
+            [0.40, 0.70, 0.90],
+        ]
+    )
+    # f_0 = max(0.9, 0.5) - 0.4 = 0.5; f_1 = 0.8 - 0.7 = 0.1 (the old max over all earlier
+    # stages gave 0.95 - 0.7 = 0.25, mean 0.375)
+    assert chaudhry_forgetting(r3) == pytest.approx(0.3)
+
+
+# table 3 shape: digits -> garments -> digits; columns 0 and 2 are the same domain
+R_RETURN = np.array(
+    [
+        [0.80, 0.20, 0.80],
+        [0.50, 0.90, 0.50],
+        [0.95, 0.60, 0.95],
+    ]
+)
+RETURN_DOMAINS = ["digits", "garments", "digits"]
+
+
+def test_backward_transfer_does_not_count_relearning_a_returning_domain():
+    # digits are trained again in the final stage: their rise 0.8 -> 0.95 is relearning.
+    # Only garments transfer back: 0.6 - 0.9. The old definition averaged in the digits'
+    # +0.15 and reported ((0.95 - 0.8) + (0.6 - 0.9)) / 2 = -0.075.
+    assert backward_transfer(R_RETURN, domains=RETURN_DOMAINS) == pytest.approx(-0.3)
+    assert backward_transfer(R_RETURN) == pytest.approx(-0.075)  # one domain per column
+    # a domain that returns before the end counts from its last training stage
+    r4 = np.array([[0.7, 0.1, 0.7, 0.0], [0.4, 0.9, 0.4, 0.0], [0.8, 0.6, 0.8, 0.1], [0.5, 0.7, 0.5, 0.9]])
+    # a: last trained at stage 2 (0.8) -> 0.5; b: stage 1 (0.9) -> 0.7; c is trained last
+    assert backward_transfer(r4, domains=["a", "b", "a", "c"]) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.9)) / 2)
+    with pytest.raises(ValueError, match="final stage"):
+        backward_transfer(np.eye(2), domains=["a", "a"])
+    with pytest.raises(ValueError, match="one domain per stage"):
+        backward_transfer(R_RETURN, domains=["digits", "garments"])
+
+
+def test_chaudhry_and_acc_count_each_domain_once():
+    # stage 2 trains digits again: only garments can be forgotten, max since trained 0.9 -> 0.6
+    assert chaudhry_forgetting(R_RETURN, domains=RETURN_DOMAINS) == pytest.approx(0.3)
+    assert average_accuracy(R_RETURN, domains=RETURN_DOMAINS) == pytest.approx((0.95 + 0.6) / 2)
+    assert average_accuracy(R_RETURN) == pytest.approx((0.95 + 0.6 + 0.95) / 3)
+    # a domain trained twice before k: the best since its *first* training counts
+    r4 = np.array([[0.9, 0.1, 0.9, 0.0], [0.4, 0.8, 0.4, 0.0], [0.6, 0.5, 0.6, 0.1], [0.3, 0.7, 0.3, 0.9]])
+    assert chaudhry_forgetting(r4, domains=["a", "b", "a", "c"]) == pytest.approx(((0.9 - 0.3) + (0.8 - 0.7)) / 2)
+
+
 def test_matrix_validation():
     with pytest.raises(ValueError, match="square"):
         average_accuracy(np.ones((2, 3)))

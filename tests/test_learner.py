@@ -173,7 +173,7 @@ def test_nonfinite_loss_skips_update_without_touching_weights(tiny_config, rng):
 def test_bf16_option_trains_close_to_fp32(tiny_config, rng):
     x = squares(rng, 16)
     fp32 = VASE(tiny_config, seed=0, device="cpu").update(x)
-    bf16_learner = VASE(tiny_config.replace(precision="bf16"), seed=0, device="cpu")
+    bf16_learner = VASE(tiny_config.replace(precision="bf16-force"), seed=0, device="cpu")
     bf16 = bf16_learner.update(x)
     assert np.isfinite(bf16["loss"])
     assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)

@@ -4,16 +4,21 @@
     vase-rl evaluate runs/vase
     vase-rl ablate --quick --out runs/ablation-quick
     vase-rl plot runs/vase
-    vase-rl bench -- --help
+    vase-rl bench                     # lists the benchmarks; vase-rl bench rl -- --quick runs one
+    vase-rl results check             # stale results, docs figures without a source
 
 Every subcommand has a complete ``--help``. Bad arguments exit with status 2 and a message that
-names the argument; a failure inside a run exits with status 1. See docs/CLI.md.
+names the argument; a failure inside a run exits with status 1 (``results check``: 1 when it
+finds a problem). Run settings can come from a JSON file (``--settings``, e.g. a run's
+``experiment.json``); options given on the command line win. Every JSON written here carries a
+provenance block (:mod:`vase_rl.provenance`). See docs/CLI.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -27,6 +32,37 @@ _DEFAULT_SEQUENCE = "moving_shapes,digits,moving_digits"
 
 class CLIError(Exception):
     """A user error: printed as ``vase-rl <cmd>: error: ...`` with exit status 2."""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless its text already states the default
+    (so no default is printed twice) or there is nothing to state (None, False, empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
+
+
+#: Benchmarks reachable as ``vase-rl bench NAME``: script (relative to the repository) and what it measures.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "update": ("benchmarks/bench_update.py", "cost of one VASE update vs a bare beta-VAE step; bf16, channels_last"),
+    "encode": ("benchmarks/bench_encode.py", "encoder cost at RL batch sizes (fp32, bf16, channels_last, compiled)"),
+    "envs": ("benchmarks/bench_envs.py", "env steps/s, stream images/s, sprite-bank build time, reference returns"),
+    "rl": ("benchmarks/bench_rl.py", "PPO on VASE latents vs raw pixels vs true factors; wrapper overhead"),
+    "domain_inference": ("benchmarks/bench_domain_inference.py", "domain inference over seeds on the demo stream"),
+    "dreaming": ("benchmarks/bench_dreaming.py", "forgetting of the old domain for dreaming weights"),
+    "imagination": ("examples/imagination_exploration.py", "imagination-driven exploration (paper fig. 4C)"),
+}
+
+#: Keys of a ``--settings`` file that are recorded for information only (never options).
+_SETTINGS_IGNORED = {"provenance", "progress"}
+#: Keys of one command's settings that another command does not take (a run's experiment.json
+#: given to ``ablate``): skipped with a note instead of refused.
+_RUN_ONLY_SETTINGS = {"seed", "checkpoint_every", "seeds", "variants", "jobs", "title"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +194,7 @@ def _add_run_args(p: argparse.ArgumentParser, steps_default: int) -> None:
         type=_positive_int,
         default=512,
         metavar="N",
-        help="held-out images per domain for probe scores, MIG and DCI (default 512)",
+        help="held-out images per domain for probe scores and latent usage (default 512)",
     )
     g.add_argument(
         "--probe-every",
@@ -174,8 +210,36 @@ def _add_run_args(p: argparse.ArgumentParser, steps_default: int) -> None:
         metavar="N",
         help="updates of the refit probe trained from scratch at every segment end (default 300)",
     )
+    g.add_argument(
+        "--probe-batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="B",
+        help="images per domain per probe update (default 64, the paper's batch)",
+    )
+    g.add_argument(
+        "--refit-size",
+        type=_positive_int,
+        default=1024,
+        metavar="N",
+        help="training images of each refit probe (default 1024)",
+    )
     g.add_argument("--no-refit", action="store_true", help="skip the refit probes")
     g.add_argument("--no-disentanglement", action="store_true", help="skip MIG/DCI at the end of a run")
+    g.add_argument(
+        "--disentanglement-size",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="samples per domain for MIG and DCI's training set (default 10000, disentanglement_lib's; DCI is "
+        "tested on 5000 more). Fewer is faster and is stated in the results",
+    )
+    g.add_argument(
+        "--dci-method",
+        choices=("gradient_boosting", "random_forest", "lasso"),
+        default="gradient_boosting",
+        help="DCI's predictor (default gradient_boosting: scikit-learn's, as disentanglement_lib)",
+    )
     g.add_argument(
         "--boundary-tolerance",
         type=_nonneg_int,
@@ -194,6 +258,14 @@ def _add_run_args(p: argparse.ArgumentParser, steps_default: int) -> None:
     g.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or auto")
     g.add_argument(
         "--threads", type=_positive_int, default=1, metavar="N", help="torch CPU threads per process (default 1)"
+    )
+    g.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON object of these options (names with - or _, e.g. a run's experiment.json); options given "
+        "on the command line win",
     )
 
 
@@ -216,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         "per-step history, probe scores, domain-inference log, results.json, the final model "
         "(vase.pt) and a resumable checkpoint. Re-running the same command continues an interrupted "
         "run and returns a finished one at once.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="run folder (created)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="run folder (created; required to train)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of learner, stream and probes")
     _add_config_args(p)
     _add_run_args(p, steps_default=600)
@@ -244,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scores, domain inference, latent usage, MIG/DCI) and write them with --json. With "
         "--checkpoint: evaluate a saved learner (vase.pt) on the domains of --sequence: the domain "
         "it assigns to each, latent usage, MIG/DCI and, with --probes, freshly trained probes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("run", nargs="?", type=Path, default=None, metavar="RUN", help="run folder")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="FILE", help="a saved learner (vase.pt)")
@@ -255,7 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=_positive_int, default=512, metavar="N", help="held-out images per domain")
     p.add_argument("--probes", action="store_true", help="train fresh probes on the --checkpoint's latents")
     p.add_argument("--refit-steps", type=_positive_int, default=300, metavar="N", help="updates of those probes")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers to FILE")
+    p.add_argument("--no-disentanglement", action="store_true", help="skip MIG/DCI of a --checkpoint")
+    p.add_argument(
+        "--disentanglement-size",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="samples per domain for MIG and DCI (default 10000, disentanglement_lib's; fewer is stated in the output)",
+    )
+    p.add_argument(
+        "--dci-method",
+        choices=("gradient_boosting", "random_forest", "lasso"),
+        default="gradient_boosting",
+        help="DCI's predictor (default gradient_boosting, the standard)",
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="also write the numbers (with provenance) to FILE"
+    )
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch CPU threads")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -266,16 +354,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train every variant of the ablation grid for every seed and write ablation.json (per-run "
         "numbers, mean and spread per variant) and ablation.md (a table like the paper's table 1) "
         "into --out. Variants: SDA (full VASE), SD, SA, DA, S, D, A, - (= CCI-VAE), each optionally "
-        "'/entangled'. Interrupted ablations resume. --quick runs a tiny version (16x16, 30 updates "
-        "per domain, one seed) in well under a minute, with every column.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "'/entangled'. Interrupted ablations resume (--fresh starts over). --quick runs a tiny version "
+        "(16x16, 30 updates per domain, one seed) that checks the pipeline end to end and says what it "
+        "cannot show.",
+        formatter_class=_Formatter,
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="ablation folder (created)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="ablation folder (created; required)")
     p.add_argument(
         "--quick",
         action="store_true",
-        help="tiny smoke-test scale (overrides image size, steps, seeds and evaluation sizes)",
+        help="tiny smoke-test scale (overrides image size, steps, seeds and evaluation sizes): checks that "
+        "everything runs; its numbers mean nothing",
     )
+    p.add_argument(
+        "--fresh", action="store_true", help="ignore finished or interrupted runs in --out and start every run over"
+    )
+    p.add_argument("--list-presets", action="store_true", help="list the config presets and exit")
     p.add_argument("--seeds", type=_int_list, default=[0, 1, 2], metavar="LIST", help="seeds, e.g. 0,1,2 or 0-4")
     p.add_argument(
         "--variants",
@@ -299,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "labelled added/reused/frozen/unused), cross-domain reconstructions, the atypicality profile "
         "with the thresholds and inferred domains, the probe curves with domain boundaries. For an "
         "ablation folder (with ablation.json): bars of the object-id change per variant.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("run", type=Path, metavar="DIR", help="run folder or ablation folder")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="figure folder (default DIR/figures)")
@@ -321,23 +415,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plot)
 
     # -- bench
+    listing = "; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items())
     p = sub.add_parser(
         "bench",
-        help="run the update-speed benchmark (benchmarks/bench_update.py)",
-        description="Run benchmarks/bench_update.py of a source checkout with the given arguments (everything "
-        "after `bench`, e.g. `vase-rl bench -- --help`). Needs the repository's benchmarks/ folder; "
-        "--script points to it elsewhere.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="run a benchmark by name (update, encode, envs, rl, domain_inference, dreaming, imagination)",
+        description="Run one of the repository's benchmarks: `vase-rl bench NAME [-- ARGS]` runs its script "
+        "with ARGS (e.g. `vase-rl bench rl -- --quick`, `vase-rl bench update -- --help`); without NAME it "
+        f"lists them. Benchmarks: {listing}. Needs a source checkout (the scripts are not installed); "
+        "--script runs another file.",
+        formatter_class=_Formatter,
     )
     p.add_argument(
         "--script",
         type=Path,
         default=None,
         metavar="FILE",
-        help="path of bench_update.py (default: benchmarks/bench_update.py next to the package or in "
-        "the current folder)",
+        help="run this script instead of a named benchmark",
     )
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
+    p.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        metavar="NAME [-- ARGS]",
+        help="benchmark name, then the arguments passed to its script",
+    )
     p.set_defaults(func=_cmd_bench)
 
     # -- continual-rl (issue 11; the options are vase_rl.agents.continual's)
@@ -352,6 +452,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help)")
     p.set_defaults(func=_cmd_continual_rl)
+
+    # -- results
+    p = sub.add_parser(
+        "results",
+        help="check results: stale JSON, missing provenance, docs figures and tables without a source",
+        description="`vase-rl results check [PATH ...]` checks every JSON under benchmarks/results/ (and the run "
+        "or ablation folders / files given) against the code it measured: stale when that code changed since, "
+        "also reported when it has no provenance, names an unknown commit or copies another result; and checks "
+        "that every figure and number table in docs/ and README.md names its source. Each finding comes with "
+        "the command that regenerates it. Exit status 0 when nothing is wrong, 1 otherwise.",
+        formatter_class=_Formatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "check",
+        help="report stale results and docs items without a source",
+        description="Check results and docs (see `vase-rl results --help`); exit status 1 when something is wrong.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="more result files or run/ablation folders")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="repository to check (default: the checkout holding this package)",
+    )
+    p.add_argument("--no-docs", action="store_true", help="skip the docs figures and tables")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the findings to FILE")
+    p.set_defaults(func=_cmd_results)
     return parser
 
 
@@ -416,15 +546,67 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "batch_size": args.batch_size,
         "probe_every": args.probe_every,
+        "probe_batch_size": args.probe_batch_size,
         "eval_every": args.eval_every,
         "eval_size": args.eval_size,
         "refit": not args.no_refit,
         "refit_steps": args.refit_steps,
+        "refit_size": args.refit_size,
         "family_seed": args.family_seed,
         "boundary_tolerance": args.boundary_tolerance,
         "device": args.device,
         "disentanglement": not args.no_disentanglement,
+        "disentanglement_size": args.disentanglement_size,
+        "dci_method": args.dci_method,
+        "command": args._command,
     }
+
+
+def _settings_defaults(path: Path, sub: argparse.ArgumentParser) -> dict[str, Any]:
+    """Option values from a ``--settings`` JSON file, checked with the options' own types.
+
+    Keys are option names (``eval-every`` or ``eval_every``); a run folder's ``experiment.json``
+    works as it is (``seed``, ``sequence`` as a list, ``refit``/``disentanglement`` booleans are
+    mapped to their options; ``provenance`` and ``progress`` are ignored). An unknown key is an
+    error that lists the known ones."""
+    if not path.is_file():
+        raise CLIError(f"--settings: no such file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CLIError(f"--settings: {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"--settings: {path} must hold a JSON object of option names and values")
+    actions = {a.dest: a for a in sub._actions if a.option_strings and a.dest not in ("help", "settings")}
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        if key in _SETTINGS_IGNORED:
+            continue
+        if key in ("refit", "disentanglement") and isinstance(value, bool):
+            key, value = f"no_{key}", not value
+        if key == "sequence" and isinstance(value, list):
+            value = ",".join(v if isinstance(v, str) else f"{v[0]}:{v[1]}" for v in value)
+        if key == "seeds" and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if key == "variants" and isinstance(value, list):
+            value = ",".join(value)
+        if key not in actions and key in _RUN_ONLY_SETTINGS:
+            print(f"--settings: {raw_key!r} is not an option of this command; ignored", file=sys.stderr)
+            continue
+        if key not in actions:
+            known = sorted(a.option_strings[-1].lstrip("-") for a in actions.values())
+            raise CLIError(f"--settings: unknown option {raw_key!r} in {path}; known: {', '.join(known)}")
+        action = actions[key]
+        if action.type is not None and value is not None and not isinstance(value, bool):
+            try:
+                value = action.type(str(value))
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+                raise CLIError(f"--settings: {raw_key}: {err}") from None
+        if action.choices is not None and value not in action.choices:
+            raise CLIError(f"--settings: {raw_key} must be one of {list(action.choices)}, got {value!r}")
+        out[key] = value
+    return out
 
 
 def _threads(n: int) -> None:
@@ -437,13 +619,19 @@ def _threads(n: int) -> None:
 # commands
 
 
+def _print_presets() -> None:
+    from vase_rl.config import PRESETS
+
+    for name in sorted(PRESETS):
+        print(f"{name:12s} {json.dumps(PRESETS[name], default=str) if PRESETS[name] else '(the paper, 64x64)'}")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.list_presets:
-        from vase_rl.config import PRESETS
-
-        for name in sorted(PRESETS):
-            print(f"{name:12s} {json.dumps(PRESETS[name], default=str) if PRESETS[name] else '(the paper, 64x64)'}")
+        _print_presets()
         return 0
+    if args.out is None:
+        raise CLIError("--out DIR is required (the run folder to create or resume)")
     cfg = _build_config(args)
     seq = _sequence(args.sequence)
     _threads(args.threads)
@@ -506,20 +694,50 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise CLIError(str(err)) from None
         seq = _sequence(args.sequence)
         out = evaluate_learner(
-            learner, seq, seed=args.seed, eval_size=args.eval_size, probes=args.probes, refit_steps=args.refit_steps
+            learner,
+            seq,
+            seed=args.seed,
+            eval_size=args.eval_size,
+            probes=args.probes,
+            refit_steps=args.refit_steps,
+            disentanglement=not args.no_disentanglement,
+            disentanglement_size=args.disentanglement_size,
+            dci_method=args.dci_method,
         )
+        out = {"checkpoint": str(args.checkpoint), **out}
         print(format_static(out, learner))
     if args.json is not None:
-        from vase_rl.evaluation.experiment import to_jsonable
+        from vase_rl.evaluation.experiment import RUN_CODE, to_jsonable
+        from vase_rl.provenance import collect, write_json
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(to_jsonable(out), indent=1) + "\n")
+        data = to_jsonable(out)
+        if args.run is not None:
+            # the numbers are the run's: keep its provenance (never invent one for an old run
+            # that has none) and record this command beside it
+            data["evaluated_by"] = collect(command=args._command)
+            data.setdefault("provenance", None)
+        else:
+            data["provenance"] = collect(command=args._command, seeds=[args.seed], code_paths=RUN_CODE)
+        write_json(args.json, data)
         print(f"\nwritten: {args.json}")
     return 0
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from vase_rl.evaluation.ablation import DEFAULT_VARIANTS, QUICK, ablation_variants, run_ablation
+    from vase_rl.evaluation.ablation import (
+        DEFAULT_VARIANTS,
+        QUICK,
+        QUICK_LIMITS,
+        ablation_variants,
+        goals_line,
+        run_ablation,
+    )
+
+    if args.list_presets:
+        _print_presets()
+        return 0
+    if args.out is None:
+        raise CLIError("--out DIR is required (the ablation folder to create or resume)")
 
     if args.variants == "default":
         variants = list(DEFAULT_VARIANTS)
@@ -539,6 +757,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         seeds = list(QUICK["seeds"])
         kwargs.update(QUICK["run_kwargs"])
         kwargs["batch_size"] = None
+    kwargs["resume"] = not args.fresh
     cfg = _build_config(args, extra)
     _threads(args.threads)
 
@@ -556,6 +775,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         )
 
     total = len(variants) * len(seeds)
+    if args.quick:
+        print(QUICK_LIMITS + "\n", flush=True)
     if not args.no_progress:
         print(
             f"ablation: {len(variants)} variant(s) x {len(seeds)} seed(s) = {total} run(s) of "
@@ -574,14 +795,15 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             run_kwargs=kwargs,
             title=args.title,
             on_result=report,
+            command=args._command,
         )
     except ValueError as err:
         raise CLIError(str(err)) from None
     print()
     print((args.out / "ablation.md").read_text())
-    goals = summary.get("goals", {})
-    if goals:
-        print("goals:", json.dumps(goals))
+    print(goals_line(summary.get("goals", {})))
+    if args.quick:
+        print("(--quick: a smoke test of the pipeline; see above for what it cannot show)")
     print(f"written: {args.out / 'ablation.json'}, {args.out / 'ablation.md'}")
     return 0
 
@@ -613,19 +835,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_bench(script: Path | None) -> Path:
-    if script is not None:
-        if not script.is_file():
-            raise CLIError(f"--script: no such file: {script}")
-        return script
+def _find_script(rel: str) -> Path:
     here = Path(__file__).resolve().parent.parent
-    for cand in (here / "benchmarks" / "bench_update.py", Path.cwd() / "benchmarks" / "bench_update.py"):
+    for cand in (here / rel, Path.cwd() / rel):
         if cand.is_file():
             return cand
     raise CLIError(
-        "the benchmark script benchmarks/bench_update.py was not found (looked next to the installed "
-        f"package, {here / 'benchmarks'}, and in {Path.cwd() / 'benchmarks'}). `vase-rl bench` needs a "
-        "source checkout of vase_rl; run it from the repository root or pass --script PATH"
+        f"the benchmark script {rel} was not found (looked next to the installed package, {here / rel}, and in "
+        f"{Path.cwd() / rel}). `vase-rl bench` needs a source checkout of vase_rl; run it from the repository "
+        "root or pass --script PATH"
     )
 
 
@@ -639,11 +857,50 @@ def _cmd_continual_rl(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    script = _find_bench(args.script)
     rest = list(args.args)
+    name = None
+    if rest and rest[0] != "--":
+        candidate = rest[0].replace("-", "_")
+        if candidate in BENCHMARKS:
+            name, rest = candidate, rest[1:]
+        elif args.script is None:
+            raise CLIError(f"unknown benchmark {rest[0]!r}; choose one of {', '.join(BENCHMARKS)}")
     if rest and rest[0] == "--":
         rest = rest[1:]
+    if args.script is not None:
+        if not args.script.is_file():
+            raise CLIError(f"--script: no such file: {args.script}")
+        script = args.script
+    elif name is None and not rest:
+        width = max(map(len, BENCHMARKS))
+        print("benchmarks (vase-rl bench NAME [-- ARGS]; ARGS go to the script, e.g. -- --help):")
+        for key, (rel, what) in BENCHMARKS.items():
+            print(f"  {key:{width}s}  {rel:40s} {what}")
+        return 0
+    else:
+        if name is None:
+            print("vase-rl bench: no benchmark named; running 'update' (name one to choose)", file=sys.stderr)
+            name = "update"
+        script = _find_script(BENCHMARKS[name][0])
     return subprocess.call([sys.executable, str(script), *rest])
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from vase_rl.evaluation.results_check import check, format_findings
+    from vase_rl.provenance import REPO_ROOT, write_json
+
+    root = args.root if args.root is not None else REPO_ROOT
+    if not root.is_dir():
+        raise CLIError(f"--root: no such folder: {root}")
+    try:
+        findings = check(root, args.paths, docs=not args.no_docs)
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
+    print(format_findings(findings))
+    if args.json is not None:
+        write_json(args.json, {"root": str(root), "findings": [f.as_dict() for f in findings]}, command=args._command)
+        print(f"written: {args.json}")
+    return 1 if any(f.is_problem for f in findings) else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,7 +954,10 @@ def format_results(res: dict[str, Any]) -> str:
         )
     u = res.get("latent_usage", {})
     if u:
-        lines.append(f"latents:    {u.get('num_in_use')} of {u.get('latent_dim')} in use")
+        lines.append(
+            f"latents:    {u.get('num_in_use')} of {u.get('latent_dim')} in use (active for a domain's data and "
+            "needed by its decoder)"
+        )
     dis = res.get("disentanglement", {})
     if dis:
         parts = [
@@ -707,6 +967,12 @@ def format_results(res: dict[str, Any]) -> str:
         ]
         if parts:
             lines.append("disentanglement: " + "; ".join(parts))
+        small = sorted({v["num_samples"] for v in dis.values() if v and v.get("standard_sample_size") is False})
+        if small:
+            lines.append(
+                f"  (MIG/DCI on {', '.join(map(str, small))} samples per domain, below disentanglement_lib's "
+                "10,000: not comparable to published scores)"
+            )
     return "\n".join(lines)
 
 
@@ -722,6 +988,8 @@ def format_static(out: dict[str, Any], learner) -> str:
             bits.append(f"MIG {_num(row['mig'], '.2f')}")
         if "dci_disentanglement" in row:
             bits.append(f"DCI-D {_num(row['dci_disentanglement'], '.2f')}")
+        if row.get("standard_sample_size") is False:
+            bits.append(f"MIG/DCI on {row['num_samples']} samples (below the standard 10,000)")
         lines.append(f"  {name}: " + ", ".join(bits))
     lines.append(out["latent_usage"].get("text", ""))
     return "\n".join(lines)
@@ -733,14 +1001,20 @@ def format_static(out: dict[str, Any], learner) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vase-rl`` command; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
     try:
+        if getattr(args, "settings", None) is not None:
+            # the file's values become defaults, so options given on the command line still win
+            sub.set_defaults(**_settings_defaults(args.settings, sub))
+            args = parser.parse_args(argv)
+        args._command = "vase-rl " + shlex.join(argv)
         return int(args.func(args) or 0)
     except CLIError as err:
-        sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
         sub.print_usage(sys.stderr)
         print(f"vase-rl {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ _VALID_LIKELIHOODS = ("bernoulli", "gaussian")
 _VALID_OBJECTIVES = ("disentangled", "entangled")
 _VALID_CAPACITY_REDUCTIONS = ("batch_mean", "per_sample")
 _VALID_REDUCTIONS = ("sum", "mean")
-_VALID_PRECISIONS = ("fp32", "bf16")
+_VALID_PRECISIONS = ("auto", "fp32", "bf16", "bf16-force")  # meanings: vase_rl/precision.py
 _VALID_NONFINITE = ("skip", "raise")
 
 
@@ -127,9 +127,10 @@ class VASEConfig:
     imagination_active_only: bool = True  # score only latents active in the current domain
 
     # --- execution -----------------------------------------------------------------------
-    precision: str = "fp32"  # "fp32" (exact) or "bf16" (autocast on the networks)
-    channels_last: bool = False
-    compile_inference: bool = False  # torch.compile the encoder for encode()
+    # "auto": chosen per device by capability and measurement (vase_rl/precision.py); resolved in VASE.execution
+    precision: str = "auto"  # "auto", "fp32" (exact), "bf16" (autocast; fp32 where not native), "bf16-force"
+    channels_last: bool | str = "auto"  # True, False or "auto"
+    compile_inference: bool | str = "auto"  # torch.compile the encoder for encode(): True, False or "auto"
     nonfinite: str = "skip"  # on a non-finite loss: "skip" the update, or "raise"
     max_consecutive_nonfinite: int = 10  # skipped updates in a row before raising anyway
     logvar_clamp: float = 15.0  # |log sigma^2| bound, keeps exp() finite
@@ -238,8 +239,6 @@ class VASEConfig:
             "domain_inference",
             "dreaming",
             "atypicality_mask",
-            "channels_last",
-            "compile_inference",
             "fallback_to_current",
             "hold_while_pending",
             "capacity_per_active",
@@ -248,6 +247,9 @@ class VASEConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
+        for name in ("channels_last", "compile_inference"):
+            if not (isinstance(getattr(self, name), bool) or getattr(self, name) == "auto"):
+                raise bad(name, "must be True, False or 'auto' (chosen per device; see vase_rl/precision.py)")
 
     # ------------------------------------------------------------------------------------
     @property

@@ -102,7 +102,7 @@ class VASE:
             self.encoder = Encoder(config).to(self.device)
             self.decoder = Decoder(config).to(self.device)
             self.classifier = DomainClassifier(config).to(self.device)
-        if config.channels_last:
+        if self.execution["channels_last"]:
             self.encoder.to(memory_format=torch.channels_last)
             self.decoder.to(memory_format=torch.channels_last)
         # one Adam optimiser, two parameter groups: the classifier has its own (larger) rate so it
@@ -191,23 +191,22 @@ class VASE:
     def _parameters(self) -> list[torch.nn.Parameter]:
         return [*self.encoder.parameters(), *self.decoder.parameters(), *self.classifier.parameters()]
 
-    def _resolve_precision(self) -> bool:
-        if self.config.precision != "bf16":
-            return False
-        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            warnings.warn("bfloat16 is not supported on this GPU; falling back to fp32", RuntimeWarning, stacklevel=3)
-            return False
-        try:
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                torch.nn.functional.linear(torch.ones(2, 2, device=self.device), torch.ones(2, 2, device=self.device))
-        except Exception as err:  # platform dependent; tested by monkeypatching autocast
-            warnings.warn(
-                f"bfloat16 autocast unavailable on {self.device} ({err}); falling back to fp32",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return False
-        return True
+    def _resolve_precision(self, saved: dict[str, Any] | None = None) -> bool:
+        """Resolve precision / channels_last / compile_inference for this device (``"auto"`` by
+        capability and measurement, vase_rl/precision.py) into ``self.execution`` (plain data);
+        ``saved``: a checkpoint's record, kept when it was made for the same device kind.
+        Returns whether bf16 autocast is on."""
+        from vase_rl.precision import resolve_execution, restore_execution
+
+        execution = resolve_execution(self.config, self.device, stacklevel=4)
+        if saved is not None:
+            execution = restore_execution(saved, execution)
+            layout = torch.channels_last if execution["channels_last"] else torch.contiguous_format
+            self.encoder.to(memory_format=layout)
+            self.decoder.to(memory_format=layout)
+        self.execution: dict[str, Any] = execution
+        self._compiled_encoder = None  # rebuilt for the resolved precision on the next encode()
+        return execution["precision"] == "bf16"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_enabled:
@@ -216,7 +215,7 @@ class VASE:
 
     def _prep(self, batch: Any) -> torch.Tensor:
         x = as_image_batch(batch, self.config.image_shape, self.device)
-        if self.config.channels_last:
+        if self.execution["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -566,7 +565,7 @@ class VASE:
         with torch.no_grad():
             params_old = self._decode_net(self.snapshot.decoder, z, dream_domains)
             x_dream = pixel_means(params_old, cfg.likelihood)
-            if cfg.channels_last:
+            if self.execution["channels_last"]:
                 x_dream = x_dream.contiguous(memory_format=torch.channels_last)
             mu_old, logvar_old, _ = self._encode_net(self.snapshot.encoder, x_dream)
         mu, logvar, hidden = self._encode_net(self.encoder, x_dream)
@@ -705,7 +704,7 @@ class VASE:
     def encode_tensor(self, x: torch.Tensor, domain: int | None = None) -> torch.Tensor:
         """Masked posterior means for a prepared (B, C, H, W) float tensor on the learner's device."""
         self._eval_mode()
-        encoder = self._compiled() if self.config.compile_inference else self.encoder
+        encoder = self._compiled()
         mu, _, _ = self._encode_net(encoder, x)
         mask = self._mask if domain is None or self.num_domains == 0 else self._domain_mask(self._check_domain(domain))
         return apply_mask(mu, mask, None)
@@ -749,12 +748,15 @@ class VASE:
         return self.decode(self.encode(batch, domain), domain)
 
     def _compiled(self) -> Callable:
+        """The encoder that ``encode`` runs (vase_rl/precision.py ``InferenceEncoder``): this
+        learner's own, or under bf16 a bf16-weight copy kept in sync with it; compiled when
+        ``execution["compile_inference"]``."""
         if self._compiled_encoder is None:
-            try:
-                self._compiled_encoder = torch.compile(self.encoder)
-            except Exception as err:  # pragma: no cover - platform dependent
-                warnings.warn(f"torch.compile failed ({err}); using the eager encoder", RuntimeWarning, stacklevel=2)
-                self._compiled_encoder = self.encoder
+            from vase_rl.precision import InferenceEncoder
+
+            self._compiled_encoder = InferenceEncoder(
+                self.encoder, bf16=self._amp_enabled, compile=self.execution["compile_inference"]
+            )
         return self._compiled_encoder
 
     # ------------------------------------------------------------------------------------
@@ -788,6 +790,7 @@ class VASE:
             "window": self.window.state_dict(),
             "rng_device": self.device.type,
             "rng": self.generator.get_state(),
+            "execution": dict(self.execution),  # the resolved precision/layout (vase_rl/precision.py)
         }
 
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -868,6 +871,7 @@ class VASE:
             learner._mask = torch.tensor(state["mask"], dtype=torch.bool, device=learner.device)
             learner.num_updates = int(state["num_updates"])
             learner.skipped_updates = int(state["skipped_updates"])
+            learner._amp_enabled = learner._resolve_precision(state.get("execution"))
         except (KeyError, RuntimeError, TypeError) as err:
             raise ValueError(f"{source} is an incompatible or damaged vase_rl checkpoint: {err}") from err
         if state.get("rng_device") == learner.device.type:

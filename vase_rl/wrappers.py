@@ -1022,22 +1022,23 @@ class LatentFeed:
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(masked posterior means, encoder hidden layer or None) of prepared frames.
+        """(masked posterior means, encoder hidden layer) of prepared frames.
 
-        Plain fp32 eager learners take a lean path (the public encoder times the cached mask:
-        the same numbers as ``VASE.encode_tensor``, without its per-call bookkeeping); compiled,
-        bf16 or channels-last learners go through ``encode_tensor``."""
+        A lean path: the encoder ``VASE.encode_tensor`` runs (the learner's own, or its synced
+        bf16 / compiled form, as ``VASE.execution`` resolved), under the learner's autocast, times
+        the cached mask: the same numbers as ``encode_tensor`` without its per-call bookkeeping
+        (mode switches of three networks, the mask look-up), which costs as much as a fifth of
+        a cpu32 batch of 8 frames."""
         learner = self.learner
-        cfg = learner.config
-        if self.slow is not None:  # the agent reads the slow copy (eager fp32)
-            mu, _, hidden = self.slow.encoder(x)
+        if self.slow is not None:  # the agent reads the slow copy (eager, under the learner's autocast)
+            with learner._autocast():
+                mu, _, hidden = self.slow.encoder(x)
             return mu.float() * self._mask(mu.device), hidden
-        if cfg.compile_inference or cfg.precision != "fp32" or cfg.channels_last:
-            return learner.encode_tensor(x).float(), None
         encoder = learner.encoder
         if encoder.training:
             encoder.eval()
-        mu, _, hidden = encoder(x)
+        with learner._autocast():
+            mu, _, hidden = learner._compiled()(x)
         return mu.float() * self._mask(mu.device), hidden
 
     @torch.no_grad()
@@ -1096,6 +1097,7 @@ class LatentFeed:
             "used_latents": -1 if used is None else int(used.sum()),
             "capacity": float(learner.capacity),
             "skipped_updates": int(learner.skipped_updates),
+            "execution": dict(learner.execution),  # resolved precision/layout (vase_rl/precision.py)
             "update_mode": self.schedule.mode,
             "pending_updates": int(self.schedule.pending * self.schedule.gradient_steps),
             "pretrained_frames": int(self.schedule.pretrained_frames),

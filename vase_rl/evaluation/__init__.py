@@ -6,7 +6,8 @@ curves, accuracy matrices or domain-id sequences (numpy arrays or tensors) and r
 numbers, so they can score any representation learner.
 
 * :mod:`~vase_rl.evaluation.disentanglement`: MIG (Chen et al. 2018) and DCI (Eastwood &
-  Williams 2018).
+  Williams 2018) as disentanglement_lib computes them (histogram MI; gradient-boosted trees;
+  10,000 samples).
 * :mod:`~vase_rl.evaluation.forgetting`: accuracy-matrix measures (ACC and BWT of Lopez-Paz &
   Ranzato 2017, forgetting of Chaudhry et al. 2018) and the VASE paper's forgetting on curves.
 * :mod:`~vase_rl.evaluation.domains`: switch detection, clustering agreement and
@@ -19,6 +20,8 @@ numbers, so they can score any representation learner.
 * :mod:`~vase_rl.evaluation.ablation`: the paper's S/D/A x objective x seeds study.
 * :mod:`~vase_rl.evaluation.plots`: traversals, cross-domain reconstructions, atypicality
   profile, probe curves (matplotlib, imported lazily).
+* :mod:`~vase_rl.evaluation.results_check`: stale results and unsourced docs figures
+  (``vase-rl results check``).
 """
 
 from vase_rl.evaluation.ablation import (
@@ -45,11 +48,16 @@ from vase_rl.evaluation.domains import (
     reidentification,
 )
 from vase_rl.evaluation.experiment import (
+    LATENTS_IN_USE_DEFINITION,
     TABLE1_SEQUENCE,
     TABLE3_SEQUENCE,
+    decoder_dependence,
     evaluate_learner,
     load_run,
+    matrix_measures,
+    measure_latent_usage,
     probe_latents,
+    probe_view,
     run_experiment,
 )
 from vase_rl.evaluation.forgetting import (
@@ -105,6 +113,11 @@ __all__ = [
     "evaluate_learner",
     "load_run",
     "probe_latents",
+    "probe_view",
+    "decoder_dependence",
+    "measure_latent_usage",
+    "matrix_measures",
+    "LATENTS_IN_USE_DEFINITION",
     "DEFAULT_VARIANTS",
     "ablation_variants",
     "variant_config",

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from vase_rl import provenance
 from vase_rl.config import PAPER, VASEConfig
-from vase_rl.evaluation.experiment import _write_json, run_experiment, to_jsonable
+from vase_rl.evaluation.experiment import RUN_CODE, _write_json, run_experiment, to_jsonable
+from vase_rl.provenance import machine_summary, short_commit
 
 __all__ = [
     "SWITCH_COMBOS",
@@ -38,7 +40,11 @@ __all__ = [
     "summarise_ablation",
     "ablation_table",
     "domain_inference_table",
+    "degenerate_reasons",
+    "ranking",
+    "goals_line",
     "QUICK",
+    "QUICK_LIMITS",
     "METRICS",
 ]
 
@@ -70,6 +76,8 @@ METRICS: dict[str, tuple[tuple[str, ...], float]] = {
     "boundary_precision": (("domain_inference", "boundary", "precision"), 1.0),
     "boundary_recall": (("domain_inference", "boundary", "recall"), 1.0),
     "boundary_delay": (("domain_inference", "boundary", "mean_delay"), 1.0),
+    "boundary_matched": (("domain_inference", "boundary", "num_matched"), 1.0),
+    "boundary_true": (("domain_inference", "boundary", "num_true"), 1.0),
     "reidentification": (("domain_inference", "reidentification", "rate"), 1.0),
     "ari": (("domain_inference", "agreement", "ari"), 1.0),
     "num_domains": (("domain_inference", "num_domains"), 1.0),
@@ -77,6 +85,15 @@ METRICS: dict[str, tuple[tuple[str, ...], float]] = {
     "final_recon": (("final_recon",), 1.0),
     "wall_time_s": (("wall_time_s",), 1.0),
 }
+
+#: What ``ablate --quick`` can and cannot show (printed by the CLI before and after the run).
+QUICK_LIMITS = (
+    "--quick runs every variant for one seed at 16x16 with 8 latents, a quarter-width network and 30 updates per "
+    "domain. It CAN show that the whole pipeline runs end to end (training, probes, domain-inference scores, "
+    "latent usage, tables, JSON, resumption) and fills every column. It CANNOT show forgetting differences, "
+    "domain inference (no switch is expected to be detected at this scale) or disentanglement: its numbers "
+    "carry no meaning and its goals are reported as not assessable whenever a run is degenerate."
+)
 
 #: Settings of ``ablate --quick``: tiny images and streams; all 10 variants take ~15 s on two
 #: free CPU cores. For smoke tests, not for conclusions.
@@ -188,12 +205,15 @@ def run_ablation(
     run_kwargs: Mapping[str, Any] | None = None,
     title: str | None = None,
     on_result: Callable[[str, int, dict[str, Any]], Any] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train every (variant, seed), then write ``ablation.json`` and ``ablation.md``.
 
     ``run_kwargs`` go to :func:`run_experiment` (eval_every, refit_steps, ...); ``jobs`` > 1
     runs that many experiments at once in separate processes (one torch thread each).
-    ``on_result(variant, seed, results)`` is called as runs finish. Returns the summary.
+    ``on_result(variant, seed, results)`` is called as runs finish. ``command`` is recorded in
+    the provenance of ``ablation.json`` and of every run (default: this process's command
+    line). Returns the summary.
     """
     if not seeds:
         raise ValueError("give at least one seed")
@@ -207,6 +227,10 @@ def run_ablation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kwargs = dict(run_kwargs or {})
+    command = command if command is not None else provenance.collect()["command"]
+    kwargs.setdefault("command", command)
+    code = provenance.code_state(RUN_CODE)
+    wall_start = time.time()
     tasks = []
     for name in variants:
         cfg = variant_config(base, name)
@@ -239,10 +263,13 @@ def run_ablation(
             else [list(i) if isinstance(i, tuple) else i for i in sequence],
             "steps_per_domain": steps_per_domain,
             "base_config": base.to_dict(),
-            "run_kwargs": kwargs,
+            "run_kwargs": {k: v for k, v in kwargs.items() if k != "command"},
             "wall_time_s": round(time.perf_counter() - t0, 1),
             "title": title,
         }
+    )
+    summary["provenance"] = provenance.collect(
+        command=command, seeds=list(seeds), started=wall_start, code_state=code, jobs=jobs
     )
     _write_json(out / "ablation.json", summary)
     text = ablation_table(summary, title=title)
@@ -278,6 +305,8 @@ def summarise_ablation(
             if "S" not in combo:
                 # one domain for ever: a returning domain trivially keeps id 0, which says nothing
                 per_seed[str(seed)]["reidentification"] = float("nan")
+            per_seed[str(seed)]["degenerate"] = degenerate_reasons(per_seed[str(seed)], "S" in combo)
+        degenerate = {k: v["degenerate"] for k, v in per_seed.items() if v["degenerate"]}
         metrics = {}
         for m in METRICS:
             vals = np.array([v[m] for v in per_seed.values()], dtype=np.float64)
@@ -297,34 +326,106 @@ def summarise_ablation(
                 "switches": {"S": "S" in combo, "D": "D" in combo, "A": "A" in combo},
                 "metrics": metrics,
                 "per_seed": per_seed,
+                "degenerate_runs": degenerate,
+                "num_runs": len(per_seed),
             }
         )
     return {"variants": rows, "seeds": list(seeds), "goals": _goals(rows)}
 
 
+def degenerate_reasons(run: Mapping[str, float], infers_domains: bool) -> list[str]:
+    """Why a run's forgetting numbers cannot count as a result: ``"no latents in use"`` (the
+    representation collapsed: nothing to forget, so little forgetting), ``"no switch detected"``
+    (a variant with domain inference that never found a true switch: it ran as a single-domain
+    learner), or ``"not measured"`` (the numbers that would tell are missing). Empty when the run
+    is sound. Variants without S detect no switch by design, and are not marked for it."""
+    reasons = []
+    in_use = run.get("latents_in_use", float("nan"))
+    if not np.isfinite(in_use):
+        reasons.append("latents in use not measured")
+    elif in_use <= 0:
+        reasons.append("no latents in use")
+    if infers_domains:
+        true, matched = run.get("boundary_true", float("nan")), run.get("boundary_matched", float("nan"))
+        if not (np.isfinite(true) and np.isfinite(matched)):
+            reasons.append("switch detection not measured")
+        elif true > 0 and matched == 0:
+            reasons.append("no switch detected")
+    return reasons
+
+
+def ranking(rows: Sequence[Mapping[str, Any]], metric: str = "object_id_change") -> list[dict[str, Any]]:
+    """Variants ordered best first by the mean of ``metric`` (higher is better: the signed
+    change), but a variant's degenerate runs (:func:`degenerate_reasons`) rank it down first: the
+    key is (share of degenerate runs, -mean). A collapsed variant forgets little because it learnt
+    little, so it can never win by collapsing. Variants without the metric are left out."""
+    out = []
+    for r in rows:
+        mean = r["metrics"][metric]["mean"]
+        if mean is None:
+            continue
+        share = len(r.get("degenerate_runs", {})) / max(1, r.get("num_runs", 1))
+        out.append({"variant": r["variant"], "mean": mean, "degenerate_share": share})
+    out.sort(key=lambda x: (x["degenerate_share"], -x["mean"]))
+    return out
+
+
 def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The paper's claims, checked on this ablation (None where a variant is missing)."""
+    """The paper's claims, checked on this ablation. They are only *assessable* when VASE (SDA)
+    and CCI-VAE (-) both ran and no run of either is degenerate (:func:`degenerate_reasons`):
+    otherwise ``assessable`` is False, ``not_assessable_because`` says why, and every claim is
+    None rather than a success read off a collapsed run."""
     by = {r["variant"]: r for r in rows}
 
     def mean(v: str, m: str) -> float | None:
         return by[v]["metrics"][m]["mean"] if v in by else None
 
-    out: dict[str, Any] = {}
+    reasons = []
+    for v, label in (("SDA", "VASE (SDA)"), ("-", "CCI-VAE (-)")):
+        if v not in by:
+            reasons.append(f"{label} was not run")
+        elif mean(v, "object_id_change") is None:
+            reasons.append(f"{label} has no object-id change")
+        for seed, why in by.get(v, {}).get("degenerate_runs", {}).items():
+            reasons.append(f"{label} seed {seed}: {', '.join(why)}")
+    out: dict[str, Any] = {"assessable": not reasons}
+    if reasons:
+        out["not_assessable_because"] = reasons
     vase, cci = mean("SDA", "object_id_change"), mean("-", "object_id_change")
     if vase is not None and cci is not None:
         out["vase_forgetting_pct"] = -100 * vase
         out["cci_vae_forgetting_pct"] = -100 * cci
-        out["vase_at_most_half_of_cci_vae"] = bool(-vase <= 0.5 * -cci) if cci < 0 else bool(vase >= cci)
-    dis = [r for r in rows if r["objective"] == "disentangled" and r["metrics"]["object_id_change"]["mean"] is not None]
-    if "SDA" in by and dis:
-        ranked = sorted(dis, key=lambda r: -r["metrics"]["object_id_change"]["mean"])
+    claim_half = None
+    if not reasons:
+        claim_half = bool(-vase <= 0.5 * -cci) if cci < 0 else bool(vase >= cci)
+    out["vase_at_most_half_of_cci_vae"] = claim_half
+    dis = [r for r in rows if r["objective"] == "disentangled"]
+    ranked = ranking(dis)
+    if ranked:
         out["ranking_by_change"] = [r["variant"] for r in ranked]
-        out["vase_rank"] = 1 + [r["variant"] for r in ranked].index("SDA")
+        out["degenerate_variants"] = [r["variant"] for r in ranked if r["degenerate_share"] > 0]
+    names = [r["variant"] for r in ranked]
+    out["vase_rank"] = 1 + names.index("SDA") if "SDA" in names and not reasons else None
     if "SDA" in by:
         out["vase_latents_in_use"] = mean("SDA", "latents_in_use")
         out["vase_boundary_f1"] = mean("SDA", "boundary_f1")
         out["vase_reidentification"] = mean("SDA", "reidentification")
     return out
+
+
+def goals_line(goals: Mapping[str, Any]) -> str:
+    """One honest line for the console: the claims when assessable, otherwise why not."""
+    if not goals:
+        return "goals: nothing to assess"
+    if not goals.get("assessable"):
+        return "goals: NOT ASSESSABLE on this run: " + "; ".join(goals.get("not_assessable_because", []))
+    half = "met" if goals.get("vase_at_most_half_of_cci_vae") else "missed"
+    return (
+        f"goals: VASE forgets {goals['vase_forgetting_pct']:.1f} % vs CCI-VAE {goals['cci_vae_forgetting_pct']:.1f} % "
+        f"(at most half: {half}); VASE ranks {goals.get('vase_rank')} of {len(goals.get('ranking_by_change', []))} "
+        f"disentangled variants; latents in use {goals.get('vase_latents_in_use')}, boundary F1 "
+        f"{goals.get('vase_boundary_f1')}"
+    )
 
 
 def _fmt(stat: Mapping[str, Any] | None, scale: float, digits: int = 1) -> str:
@@ -343,8 +444,12 @@ def ablation_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     Object-id columns in %, position MSE in 1e-4 (as in the paper); *change* is the paper's
     forgetting (max during a domain - min after it), signed so that a drop in accuracy is
     negative and a rise in MSE positive; *refit change* is the same for a probe retrained from
-    scratch at every segment end; domain inference: boundary F1, re-identification rate of
-    returning domains, domains allocated; latents in use after the run (of ``latent_dim``)."""
+    scratch at every segment end; ACC and BWT count a returning domain once (BWT from its last
+    training stage); domain inference: boundary F1, re-identification rate of returning domains
+    (its own id, not one shared with another domain), domains allocated; latents in use after the
+    run (of ``latent_dim``; one definition for every variant, see
+    :data:`~vase_rl.evaluation.experiment.LATENTS_IN_USE_DEFINITION`); degenerate runs per
+    variant; and the source line (commit, command, machine) when the summary has provenance."""
     cols = [
         ("object-id max (%)", "object_id_best", 100.0, 1),
         ("object-id change (%)", "object_id_change", 100.0, 1),
@@ -361,25 +466,33 @@ def ablation_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     lines = []
     if title:
         lines += [f"**{title}**", ""]
-    lines.append("| model | " + " | ".join(c[0] for c in cols) + " |")
-    lines.append("|---|" + "---:|" * len(cols))
+    lines.append("| model | " + " | ".join(c[0] for c in cols) + " | degenerate runs |")
+    lines.append("|---|" + "---:|" * len(cols) + "---:|")
     for r in summary["variants"]:
         m = r["metrics"]
         cells = [_fmt(m.get(key), scale, digits) for _, key, scale, digits in cols]
+        bad = len(r.get("degenerate_runs", {}))
+        cells.append(f"{bad}/{r.get('num_runs', 0)}")
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     seeds = summary.get("seeds", [])
     lines.append("")
     lines.append(
         f"Mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
-        "– = not applicable (no moving domain, no returning domain, ...)."
+        "– = not applicable (no moving domain, no returning domain, ...). Degenerate runs: no latent in use, "
+        "or (variants with S) no true switch detected; they rank a variant down and make the goals not assessable."
     )
+    prov = summary.get("provenance")
+    if prov:
+        lines.append(f"Source: ablation.json, {short_commit(prov)}, `{prov.get('command')}`; {machine_summary(prov)}.")
     return "\n".join(lines)
 
 
 def domain_inference_table(summary: Mapping[str, Any]) -> str:
     """Domain-inference scores of the variants that infer domains (S on), mean ± std over seeds:
     boundary precision / recall / F1 (a detected switch may lag the true one by the run's
-    tolerance), mean detection delay in updates, adjusted Rand index of inferred vs true domain
+    tolerance; precision 0 when no switch was predicted), mean detection delay in updates (a
+    missed switch counts until the learner did switch, or until its segment ended), adjusted
+    Rand index of inferred vs true domain
     per update, re-identification rate of returning domains, and domains allocated."""
     cols = [
         ("boundary precision", "boundary_precision", 1.0, 2),

@@ -7,13 +7,18 @@ arbitrary labels, so they are compared with the true domains in three label-free
   ``labels[t] != labels[t-1]``. A predicted switch at p matches a true switch at c when
   ``c <= p <= c + tolerance`` (detection may lag, never lead); each switch is matched at most
   once (earliest available prediction first, which maximises the number of matches for
-  equal-width windows). Reports precision, recall, F1 and the mean detection delay.
+  equal-width windows). Reports precision, recall, F1 and the detection delay. A learner that
+  predicts no switch has precision 0 when there was a switch to find (not 1), and the mean
+  delay charges a missed switch the time until the learner did switch after it (or until the
+  true segment ended), so missing a switch never looks faster than catching it late.
 * :func:`domain_agreement`: clustering agreement. Purity (each predicted cluster votes for its
   majority true domain), inverse purity (the converse, which penalises over-splitting) and
   the adjusted Rand index of Hubert & Arabie 1985 (implemented here from the contingency
   table; equals ``sklearn.metrics.adjusted_rand_score``).
 * :func:`reidentification`: when a true domain comes back, does the learner give it the id it
-  gave that domain before? The id of a stretch is its majority predicted id.
+  gave that domain before, *and* is that id its own? The id of a stretch is its majority
+  predicted id; a return whose id is shared with another true domain seen before is not a
+  re-identification (a learner that never switches gives every domain id 0 and scores 0, not 1).
 
 Positions are indices into the sequences (one entry per step, batch or decision).
 """
@@ -49,11 +54,23 @@ def boundary_scores(pred_domains: Any, true_domains: Any, tolerance: int = 0) ->
         true_domains: true domain id per position (same length).
         tolerance: a predicted switch may come up to this many positions after the true one.
 
-    Returns a dict: ``precision`` (1.0 when nothing was predicted), ``recall`` (1.0 when there
-    is no true switch), ``f1`` (0.0 when precision + recall = 0), ``mean_delay`` (mean
-    p - c over matched pairs, NaN without matches), ``num_true``, ``num_pred``,
-    ``num_matched``, ``matches`` (list of (true, predicted) positions), ``missed`` (unmatched
-    true switches) and ``false_alarms`` (unmatched predicted switches).
+    Conventions for empty sets (the ones a collapsed learner hits):
+
+    * ``precision`` = matched / predicted switches; with no predicted switch it is 0.0 when
+      there was a true switch to find (a learner that never switches has not been precise, it
+      has detected nothing) and 1.0 only when there was none either;
+    * ``recall`` = matched / true switches; 1.0 when there is no true switch;
+    * ``f1`` = harmonic mean, 0.0 when precision + recall = 0.
+
+    Delay: ``mean_delay`` averages over *every* true switch. A matched switch c counts p - c; a
+    missed one counts the time until the learner first switched after it within its true
+    segment (a detection later than the tolerance), or the whole segment length when it never
+    did: the earliest time the switch could still be said to be noticed. ``mean_delay_matched``
+    is the mean over matched switches only (NaN without matches), the definition used before.
+
+    Returns a dict with those values and ``num_true``, ``num_pred``, ``num_matched``,
+    ``matches`` (list of (true, predicted) positions), ``missed`` (unmatched true switches),
+    ``false_alarms`` (unmatched predicted switches) and ``delays`` (one per true switch).
     """
     if int(tolerance) != tolerance or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative integer, got {tolerance}")
@@ -70,20 +87,33 @@ def boundary_scores(pred_domains: Any, true_domains: Any, tolerance: int = 0) ->
             used[window[0]] = True
             matches.append((int(c), int(p_cp[window[0]])))
     n_m = len(matches)
-    precision = n_m / p_cp.size if p_cp.size else 1.0
+    if p_cp.size:
+        precision = n_m / p_cp.size
+    else:
+        precision = 0.0 if t_cp.size else 1.0
     recall = n_m / t_cp.size if t_cp.size else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    matched_true = {c for c, _ in matches}
+    matched = dict(matches)
+    segment_ends = np.append(t_cp[1:], true.size)
+    delays = []
+    for c, end in zip(t_cp, segment_ends):
+        if int(c) in matched:
+            delays.append(matched[int(c)] - int(c))
+            continue
+        later = p_cp[(p_cp >= c) & (p_cp < end)]
+        delays.append(int(later[0] - c) if later.size else int(end - c))
     return {
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
-        "mean_delay": float(np.mean([p - c for c, p in matches])) if matches else float("nan"),
+        "mean_delay": float(np.mean(delays)) if delays else float("nan"),
+        "mean_delay_matched": float(np.mean([p - c for c, p in matches])) if matches else float("nan"),
+        "delays": [int(d) for d in delays],
         "num_true": int(t_cp.size),
         "num_pred": int(p_cp.size),
         "num_matched": n_m,
         "matches": matches,
-        "missed": [int(c) for c in t_cp if int(c) not in matched_true],
+        "missed": [int(c) for c in t_cp if int(c) not in matched],
         "false_alarms": [int(p) for p, u in zip(p_cp, used) if not u],
     }
 
@@ -157,16 +187,22 @@ def _majority(values: np.ndarray) -> Any:
 
 
 def reidentification(pred: Any, true: Any) -> dict[str, Any]:
-    """Does the learner give a returning true domain the id it had before?
+    """Does the learner give a returning true domain its own id from before?
 
-    The true stream is split into runs of one domain. For every run of a domain that was seen
-    before (a *return*), the expected id is the majority predicted id over all earlier
-    positions of that true domain, and the predicted id is the majority over the return run
-    (so a short detection lag at the start of the run does not count against it).
+    The true stream is split into runs of one domain. A domain's *id so far* is the majority
+    predicted id over all its earlier positions. For every run of a domain seen before (a
+    *return*), the predicted id is the majority over the return run (so a short detection lag
+    at the start of the run does not count against it). The return is re-identified when
 
-    Returns ``rate`` (correct / returns, NaN without returns), ``num_returns``,
-    ``num_correct`` and ``returns``: one dict per return with ``domain``, ``start``, ``stop``,
-    ``expected_id``, ``predicted_id`` and ``correct``.
+    1. the predicted id equals the domain's id so far, and
+    2. that id is the domain's own: no other true domain seen before the return has the same
+       id so far. A learner that lumps domains together has not recognised anything; one that
+       never switches gives every domain id 0 and re-identifies nothing.
+
+    Returns ``rate`` (re-identified / returns, NaN without returns), ``num_returns``,
+    ``num_correct``, ``num_ambiguous`` (returns whose expected id another domain shares) and
+    ``returns``: one dict per return with ``domain``, ``start``, ``stop``, ``expected_id``,
+    ``predicted_id``, ``shared_with`` (the other true domains holding that id) and ``correct``.
     """
     p = as_labels(pred, "pred")
     t = as_labels(true, "true")
@@ -178,8 +214,10 @@ def reidentification(pred: Any, true: Any) -> dict[str, Any]:
         dom = t[a].item() if hasattr(t[a], "item") else t[a]
         run = p[a:b]
         if dom in seen:
-            expected = _majority(np.concatenate(seen[dom]))
+            ids = {d: _majority(np.concatenate(runs)) for d, runs in seen.items()}
+            expected = ids[dom]
             got = _majority(run)
+            shared = [d for d, i in ids.items() if d != dom and i == expected]
             returns.append(
                 {
                     "domain": dom,
@@ -187,7 +225,8 @@ def reidentification(pred: Any, true: Any) -> dict[str, Any]:
                     "stop": int(b),
                     "expected_id": expected,
                     "predicted_id": got,
-                    "correct": bool(expected == got),
+                    "shared_with": shared,
+                    "correct": bool(expected == got and not shared),
                 }
             )
         seen.setdefault(dom, []).append(run)
@@ -196,5 +235,6 @@ def reidentification(pred: Any, true: Any) -> dict[str, Any]:
         "rate": n_ok / len(returns) if returns else float("nan"),
         "num_returns": len(returns),
         "num_correct": n_ok,
+        "num_ambiguous": sum(bool(r["shared_with"]) for r in returns),
         "returns": returns,
     }

@@ -28,6 +28,7 @@ random generator are functions of (seed, step) or saved state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,8 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vase_rl import provenance
 from vase_rl.config import VASEConfig
-from vase_rl.evaluation.disentanglement import dci_scores, mig_scores
+from vase_rl.evaluation.disentanglement import STANDARD_NUM_SAMPLES, STANDARD_NUM_TEST, dci_scores, mig_scores
 from vase_rl.evaluation.domains import boundary_scores, domain_agreement, reidentification
 from vase_rl.evaluation.forgetting import (
     Segment,
@@ -59,11 +61,17 @@ from vase_rl.evaluation.probes import ProbeTracker
 from vase_rl.learner import VASE
 
 __all__ = [
+    "LATENTS_IN_USE_DEFINITION",
+    "RUN_CODE",
     "RUN_FILES",
     "TABLE1_SEQUENCE",
     "TABLE3_SEQUENCE",
     "parse_sequence",
     "probe_latents",
+    "probe_view",
+    "decoder_dependence",
+    "measure_latent_usage",
+    "matrix_measures",
     "run_experiment",
     "load_run",
     "summarise_run",
@@ -184,18 +192,11 @@ def _factor_columns() -> dict[str, int]:
 
 
 @torch.no_grad()
-def probe_latents(learner: VASE, images: Any, generator: torch.Generator | None = None) -> tuple[np.ndarray, int]:
-    """The latents a read-out of ``images`` gets, and the domain the learner assigns the batch.
-
-    * domain inference on (S): the classifier's batch vote s_hat (mean softmax over the
-      domains seen, as in Algorithm 1) and s_hat's stored latent mask;
-    * S off, atypicality mask on (A): the hysteresis mask the learner would compute on this very
-      batch starting from the mask in force (its "mask as inference");
-    * A off: every latent.
-
-    Returns ``(posterior means with masked latents set to 0, domain id)``. No learner state
-    changes (the networks are put in eval mode, like ``encode``).
-    """
+def probe_view(
+    learner: VASE, images: Any, generator: torch.Generator | None = None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """:func:`probe_latents` plus the mask it applied: ``(latents, domain, mask)``, the mask a
+    ``(latent_dim,)`` bool array (True = active for this batch)."""
     from vase_rl.batches import as_image_batch
     from vase_rl.masking import atypicality, hysteresis_mask
 
@@ -219,7 +220,64 @@ def probe_latents(learner: VASE, images: Any, generator: torch.Generator | None 
         previous = torch.as_tensor(learner.latent_mask, device=mu.device)
         mask = hysteresis_mask(alpha, previous, cfg.mask_threshold_low, cfg.mask_threshold_high)
     z = mu * mask.to(mu.dtype)
-    return z.cpu().numpy().astype(np.float32), domain
+    return z.cpu().numpy().astype(np.float32), domain, mask.cpu().numpy().astype(bool)
+
+
+def probe_latents(learner: VASE, images: Any, generator: torch.Generator | None = None) -> tuple[np.ndarray, int]:
+    """The latents a read-out of ``images`` gets, and the domain the learner assigns the batch.
+
+    * domain inference on (S): the classifier's batch vote s_hat (mean softmax over the
+      domains seen, as in Algorithm 1) and s_hat's stored latent mask;
+    * S off, atypicality mask on (A): the hysteresis mask the learner would compute on this very
+      batch starting from the mask in force (its "mask as inference");
+    * A off: every latent.
+
+    Returns ``(posterior means with masked latents set to 0, domain id)``. No learner state
+    changes (the networks are put in eval mode, like ``encode``).
+    """
+    z, domain, _ = probe_view(learner, images, generator)
+    return z, domain
+
+
+def decoder_dependence(
+    learner: VASE, images: Any, domain: int, mask: Any, *, generator: torch.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which latents the decoder of ``domain`` depends on to reconstruct ``images`` (spec §5).
+
+    The noise test of the learner's own used-latent estimate, run here from the outside so that
+    it is the same for every variant: with the networks frozen, per-latent noise scales sigma_n
+    are fitted to minimise E[-log p(x | z + eps, domain)] - sum_n log sigma_n, z = the posterior
+    means under ``mask`` (masked latents at the prior mean 0), for ``used_estimation_steps``
+    Adam steps; a latent is used when sigma_n <= ``used_noise_threshold`` (the learner's
+    settings). No learner state changes and no gradient reaches the networks.
+    Returns ``(used (latent_dim,) bool, sigma (latent_dim,) float)``.
+    """
+    from vase_rl.batches import as_image_batch
+    from vase_rl.masking import estimate_used_latents
+    from vase_rl.objectives import reconstruction_nll
+
+    cfg = learner.config
+    x = as_image_batch(images, cfg.image_shape, learner.device)
+    m = torch.as_tensor(np.asarray(mask, dtype=bool), device=learner.device)
+    learner.encoder.eval()
+    learner.decoder.eval()
+    with torch.no_grad():
+        z = learner.encoder(x)[0].float() * m.float()
+    onehot = torch.zeros(x.shape[0], cfg.max_domains, device=learner.device)
+    onehot[:, int(domain)] = 1.0
+
+    def nll(zz: torch.Tensor) -> torch.Tensor:
+        return reconstruction_nll(learner.decoder(zz, onehot).float(), x, cfg.likelihood, cfg.gaussian_std)
+
+    used, sigma = estimate_used_latents(
+        nll,
+        z,
+        steps=cfg.used_estimation_steps,
+        lr=cfg.used_estimation_lr,
+        threshold=cfg.used_noise_threshold,
+        generator=generator,
+    )
+    return (used.cpu().numpy() & m.cpu().numpy()), sigma.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +397,9 @@ def run_experiment(
     progress: bool = False,
     disentanglement: bool = True,
     step_callback: Callable[[int, dict[str, Any]], Any] | None = None,
+    disentanglement_size: int = STANDARD_NUM_SAMPLES,
+    dci_method: str = "gradient_boosting",
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train a VASE learner on a domain stream with probes alongside; write and return results.
 
@@ -366,8 +427,19 @@ def run_experiment(
         disentanglement: compute MIG and DCI on the final representation.
         step_callback: ``callback(step, stats)`` after every update; returning ``False`` stops
             the run early (the checkpoint is written; no results).
+        disentanglement_size: samples per domain for MIG and DCI's training set (default
+            disentanglement_lib's 10,000; DCI is tested on 5,000 more). Smaller is faster and
+            is stated in the results (``standard_sample_size: false``).
+        dci_method: DCI's predictor, ``"gradient_boosting"`` (default, the standard) or a faster
+            one (see :func:`~vase_rl.evaluation.dci_scores`).
+        command: the command line recorded in the provenance (default: this process's).
 
     Returns the results dict (also in ``results.json``); ``{"stopped_at": step}`` when stopped.
+    ``experiment.json`` and ``results.json`` carry a ``provenance`` block
+    (:mod:`vase_rl.provenance`): commit, versions, machine, command, seed, wall time and the
+    digest of the code measured (:data:`RUN_CODE`), taken when the run (re)started; a run resumed
+    on changed code lists every start in ``provenance["starts"]`` and sets
+    ``code_changed_during_run``.
     """
     if not isinstance(config, VASEConfig):
         raise TypeError(f"config must be a VASEConfig, got {type(config).__name__}")
@@ -412,6 +484,12 @@ def run_experiment(
         device,
         progress,
     )
+    if dci_method not in ("gradient_boosting", "random_forest", "lasso"):
+        raise ValueError(f"dci_method must be gradient_boosting, random_forest or lasso, got {dci_method!r}")
+    _check_positive(disentanglement_size=disentanglement_size)
+    settings["disentanglement"] = bool(disentanglement)
+    if disentanglement:
+        settings.update(disentanglement_size=int(disentanglement_size), dci_method=dci_method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / v for k, v in RUN_FILES.items()}
@@ -420,7 +498,16 @@ def run_experiment(
         _check_same_experiment(files["experiment"], settings, config)
         if files["results"].is_file():
             return json.loads(files["results"].read_text())
-    _write_json(files["experiment"], settings)
+    wall_start = time.time()
+    start_state = {
+        **provenance.git_state(),
+        **provenance.code_state(RUN_CODE),
+        "started": wall_start,
+    }
+    _write_json(
+        files["experiment"],
+        {**settings, "provenance": provenance.collect(command=command, seeds=[seed], code_state=_code_of(start_state))},
+    )
     config.save(files["config"])
 
     data = _ProbeData(stream, seed, probe_batch_size, eval_size, refit_size)
@@ -435,6 +522,7 @@ def run_experiment(
             state["elapsed"],
         )
         gen.set_state(state["generator"])
+        starts = list(state.get("provenance_starts", [])) + [{**start_state, "step": start}]
     else:
         learner = VASE(config, seed=seed, device=device)
         tracker = ProbeTracker(config.latent_dim, seed=seed, refit_steps=refit_steps, device=device)
@@ -444,6 +532,7 @@ def run_experiment(
                 tracker.add_probe(POSITION_TASK, name, regression_dim=2)
         history = {k: [] for k in _HISTORY_KEYS}
         start, elapsed = 0, 0.0
+        starts = [{**start_state, "step": 0}]
 
     seg_ends = {s.stop - 1 for s in stream.segments}
     bar = _bar(progress, len(stream), start)
@@ -475,7 +564,14 @@ def run_experiment(
                     )
             if checkpoint_every and (t + 1) % checkpoint_every == 0 and t + 1 < len(stream):
                 _save_checkpoint(
-                    files["checkpoint"], learner, tracker, history, t + 1, elapsed + time.perf_counter() - t0, gen
+                    files["checkpoint"],
+                    learner,
+                    tracker,
+                    history,
+                    t + 1,
+                    elapsed + time.perf_counter() - t0,
+                    gen,
+                    starts,
                 )
             if step_callback is not None and step_callback(t, stats) is False:
                 stopped = t + 1
@@ -485,18 +581,49 @@ def run_experiment(
             bar.close()
     elapsed += time.perf_counter() - t0
     if stopped is not None and stopped < len(stream):
-        _save_checkpoint(files["checkpoint"], learner, tracker, history, stopped, elapsed, gen)
+        _save_checkpoint(files["checkpoint"], learner, tracker, history, stopped, elapsed, gen, starts)
         return {"stopped_at": stopped}
 
     learner.save(files["model"])
-    _save_checkpoint(files["checkpoint"], learner, tracker, history, len(stream), elapsed, gen)
+    _save_checkpoint(files["checkpoint"], learner, tracker, history, len(stream), elapsed, gen, starts)
     _write_json(files["history"], history)
     _write_json(files["probes"], tracker.records)
     _write_json(files["domain_log"], {"domains": learner.domains, "decisions": learner.domain_log})
-    final = evaluate_learner(learner, data=data, generator=gen, disentanglement=disentanglement, seed=seed)
+    final = evaluate_learner(
+        learner,
+        data=data,
+        generator=gen,
+        disentanglement=disentanglement,
+        seed=seed,
+        disentanglement_size=disentanglement_size,
+        dci_method=dci_method,
+    )
     results = summarise_run(settings, config, stream, history, tracker, learner, final, elapsed)
+    results["provenance"] = _run_provenance(starts, command, seed)
     _write_json(files["results"], results)
     return json.loads(json.dumps(to_jsonable(results)))
+
+
+#: The code a run folder's numbers depend on (groups of :data:`vase_rl.provenance.CODE_PATHS`).
+RUN_CODE = ("core", "evaluation", "envs")
+
+
+def _code_of(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: state[k] for k in ("code_paths", "code_digest", "code_files")}
+
+
+def _run_provenance(starts: list[dict[str, Any]], command: str | None, seed: int) -> dict[str, Any]:
+    """The results' provenance: the machine and versions now, the code as of the first start,
+    and every (re)start with its commit and code digest."""
+    first = starts[0]
+    block = provenance.collect(command=command, seeds=[seed], started=first["started"], code_state=_code_of(first))
+    block["commit"], block["dirty"], block["commit_time"] = first["commit"], first["dirty"], first["commit_time"]
+    block["starts"] = [
+        {"step": int(s["step"]), "commit": s["commit"], "dirty": s["dirty"], "code_digest": s["code_digest"]}
+        for s in starts
+    ]
+    block["code_changed_during_run"] = len({s["code_digest"] for s in starts}) > 1
+    return block
 
 
 _HISTORY_KEYS = (
@@ -553,6 +680,7 @@ def _bar(progress: bool, total: int, start: int):
 
 def _check_same_experiment(path: Path, settings: dict, config: VASEConfig) -> None:
     old = json.loads(path.read_text())
+    old.pop("provenance", None)
     diff = sorted(k for k in set(old) | set(settings) if k not in _RESUME_FREE and old.get(k) != settings.get(k))
     cfg_path = path.with_name(RUN_FILES["config"])
     if cfg_path.is_file():
@@ -567,7 +695,14 @@ def _check_same_experiment(path: Path, settings: dict, config: VASEConfig) -> No
 
 
 def _save_checkpoint(
-    path: Path, learner: VASE, tracker: ProbeTracker, history: dict, step: int, elapsed: float, gen: torch.Generator
+    path: Path,
+    learner: VASE,
+    tracker: ProbeTracker,
+    history: dict,
+    step: int,
+    elapsed: float,
+    gen: torch.Generator,
+    starts: list[dict[str, Any]] | None = None,
 ) -> None:
     state = {
         "format": _CHECKPOINT_FORMAT,
@@ -577,6 +712,7 @@ def _save_checkpoint(
         "tracker": _plain(tracker.state_dict()),
         "history": history,
         "generator": gen.get_state(),
+        "provenance_starts": _plain(starts or []),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -627,6 +763,7 @@ def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
         "step": int(state["step"]),
         "elapsed": float(state["elapsed"]),
         "generator": state["generator"],
+        "provenance_starts": state.get("provenance_starts", []),
     }
 
 
@@ -647,14 +784,20 @@ def evaluate_learner(
     disentanglement: bool = True,
     probes: bool = False,
     family_seed: int = 0,
+    disentanglement_size: int = STANDARD_NUM_SAMPLES,
+    dci_test_size: int = STANDARD_NUM_TEST,
+    dci_method: str = "gradient_boosting",
 ) -> dict[str, Any]:
     """Static evaluation of a (trained) learner on the domains of ``sequence``.
 
     Per domain: the domain id the learner assigns to its held-out set, MIG and DCI of the
-    probe latents against the factors that vary in that domain, and (``probes=True``) the
+    probe latents against the factors that vary in that domain (on ``disentanglement_size``
+    fresh samples, DCI tested on ``dci_test_size`` more; the defaults are disentanglement_lib's
+    10,000 and 5,000, and a smaller size is stated in the output), and (``probes=True``) the
     held-out score of a probe trained from scratch for ``refit_steps``. Plus the latent usage
-    table of the learner's domains. Pass ``data`` (the runner does) or ``sequence``.
+    (:func:`measure_latent_usage`). Pass ``data`` (the runner does) or ``sequence``.
     """
+    _check_positive(disentanglement_size=disentanglement_size, dci_test_size=dci_test_size)
     if data is None:
         if sequence is None:
             raise ValueError("give the domains to evaluate on (sequence=...)")
@@ -663,12 +806,18 @@ def evaluate_learner(
         data = _ProbeData(stream, seed, 64, eval_size, refit_size)
     gen = generator if generator is not None else torch.Generator().manual_seed(int(seed) + 99991)
     per_domain: dict[str, Any] = {}
+    views: dict[str, tuple[np.ndarray, int, np.ndarray]] = {}
     for k, name in enumerate(data.names):
         imgs, f = data.eval_sets[name]
-        z, dom = _latents_in_chunks(learner, imgs, gen)
+        z, dom, mask = _view_in_chunks(learner, imgs, gen)
+        views[name] = (imgs, dom, mask)
         row: dict[str, Any] = {"assigned_domain": int(dom)}
         if disentanglement:
-            row.update(_disentanglement(z, f, seed))
+            xs, fs = data._sample(name, disentanglement_size, [data.seed, 19, k])
+            xt, ft = data._sample(name, dci_test_size, [data.seed, 23, k])
+            zs, _ = _latents_in_chunks(learner, xs, gen)
+            zt, _ = _latents_in_chunks(learner, xt, gen)
+            row.update(_disentanglement(zs, fs, seed, zt, ft, dci_method))
         if probes:
             from vase_rl.evaluation.probes import LatentProbe
 
@@ -683,13 +832,93 @@ def evaluate_learner(
                 q.fit(zr, tr[POSITION_TASK], refit_steps)
                 row["position_mse"] = q.mse(z, te[POSITION_TASK])
         per_domain[name] = row
-    return {"per_domain": per_domain, "latent_usage": _latent_usage(learner)}
+    usage = measure_latent_usage(learner, views, seed=seed)
+    return {"per_domain": per_domain, "latent_usage": usage}
+
+
+def _view_in_chunks(learner: VASE, images: np.ndarray, gen: torch.Generator, chunk: int = 256):
+    """probe_view over a large set: latents, the majority domain, and the mask of the largest
+    chunk that voted for it (the mask is a property of the domain, or of a batch when S is off)."""
+    zs, doms, masks = [], [], []
+    for i in range(0, len(images), chunk):
+        z, d, m = probe_view(learner, images[i : i + chunk], gen)
+        zs.append(z)
+        doms.append(d)
+        masks.append(m)
+    dom = Counter(doms).most_common(1)[0][0]
+    return np.concatenate(zs), dom, masks[doms.index(dom)]
+
+
+#: Images of each domain's held-out set used by the noise test of :func:`measure_latent_usage`.
+USAGE_TEST_IMAGES = 128
+
+LATENTS_IN_USE_DEFINITION = (
+    "a latent is in use for a true domain when the learner's view of that domain's held-out images keeps it "
+    "active (the mask the learner applies to them: the stored mask of the domain it assigns with S on, the "
+    "mask inferred on the batch with S off and A on, every latent with A off) and the decoder, conditioned on "
+    "the assigned domain, depends on it (noise test of spec §5 with the learner's settings, run at evaluation "
+    "on held-out images); num_in_use = latents in use for at least one true domain. Measured the same way for "
+    "every variant."
+)
+
+
+def measure_latent_usage(
+    learner: VASE,
+    views: Mapping[str, tuple[Any, int, Any]],
+    *,
+    seed: int = 0,
+    num_images: int = USAGE_TEST_IMAGES,
+) -> dict[str, Any]:
+    """Latents in use per *true* domain, one definition for every variant (see
+    :data:`LATENTS_IN_USE_DEFINITION`), labelled added / reused / frozen / unused in the order
+    of ``views`` (true domain name -> ``(held-out images, assigned domain id, mask applied)``).
+
+    Returns ``definition``, ``latent_dim``, ``num_in_use``, ``domains`` (true domain names),
+    ``assigned_domain``, ``active`` and ``in_use`` (per domain, lists of bools), ``noise_std``
+    (the fitted sigma_n), ``labels``, ``counts``, ``sharing``, ``text`` and ``learner_memory``:
+    the learner's own bookkeeping (stored masks and used latents per *inferred* domain, where a
+    used set that was never estimated falls back to the mask), kept for reference only.
+    """
+    n = learner.config.latent_dim
+    gen = torch.Generator(device=learner.device).manual_seed(int(seed) + 7919)
+    active, in_use, sigmas, assigned = {}, {}, {}, {}
+    for name, (images, dom, mask) in views.items():
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
+        used, sigma = decoder_dependence(learner, np.asarray(images)[:num_images], dom, mask, generator=gen)
+        active[name], in_use[name] = mask, used
+        sigmas[name], assigned[name] = sigma, int(dom)
+    out: dict[str, Any] = {"definition": LATENTS_IN_USE_DEFINITION, "latent_dim": n, "num_in_use": 0}
+    if in_use:
+        table = latent_usage_table({d: u.astype(int) for d, u in in_use.items()})
+        out.update(
+            num_in_use=table.num_in_use,
+            domains=table.domains,
+            assigned_domain=assigned,
+            active={d: m.tolist() for d, m in active.items()},
+            in_use={d: u.tolist() for d, u in in_use.items()},
+            noise_std={d: [round(float(v), 4) for v in s] for d, s in sigmas.items()},
+            labels=table.labels,
+            counts=table.counts,
+            sharing=table.sharing,
+            text=table.to_text(),
+        )
+    else:
+        out.update(domains=[], labels={}, counts={}, sharing=["unused"] * n, text="")
+    out["learner_memory"] = _latent_usage(learner)
+    return out
 
 
 _CATEGORICAL_FACTORS = ("class", "style")
 
 
-def _disentanglement(z: np.ndarray, factors: np.ndarray, seed: int) -> dict[str, Any]:
+def _disentanglement(
+    z: np.ndarray,
+    factors: np.ndarray,
+    seed: int,
+    z_test: np.ndarray | None = None,
+    factors_test: np.ndarray | None = None,
+    dci_method: str = "gradient_boosting",
+) -> dict[str, Any]:
     from vase_rl.envs import FACTOR_NAMES
 
     keep = [j for j in range(factors.shape[1]) if np.unique(factors[:, j]).size > 1]
@@ -699,14 +928,28 @@ def _disentanglement(z: np.ndarray, factors: np.ndarray, seed: int) -> dict[str,
     # identity factors are categorical (integer codes); the others are ordinal and scored as
     # continuous, whatever their number of grid values
     discrete = [n in _CATEGORICAL_FACTORS for n in names]
-    v = np.stack(
-        [
-            np.unique(factors[:, j], return_inverse=True)[1].astype(np.float64) if disc else factors[:, j]
-            for j, disc in zip(keep, discrete)
-        ],
-        axis=1,
-    )
-    out: dict[str, Any] = {"factors": names}
+
+    def columns(f: np.ndarray) -> np.ndarray:
+        cols = []
+        for j, disc in zip(keep, discrete):
+            if disc:  # codes shared by the training and the test set
+                values = np.unique(factors[:, j])
+                cols.append(np.searchsorted(values, f[:, j]).astype(np.float64))
+            else:
+                cols.append(f[:, j].astype(np.float64))
+        return np.stack(cols, axis=1)
+
+    v = columns(factors)
+    out: dict[str, Any] = {
+        "factors": names,
+        "num_samples": int(z.shape[0]),
+        "standard_sample_size": bool(z.shape[0] >= STANDARD_NUM_SAMPLES),
+    }
+    if z.shape[0] < STANDARD_NUM_SAMPLES:
+        out["note"] = (
+            f"MIG/DCI on {z.shape[0]} samples, fewer than disentanglement_lib's {STANDARD_NUM_SAMPLES}: "
+            "the histogram MI estimate is biased upwards; not comparable to published scores"
+        )
     try:
         m = mig_scores(z, v, discrete_factors=discrete)
         out["mig"] = m["mig"]
@@ -714,26 +957,39 @@ def _disentanglement(z: np.ndarray, factors: np.ndarray, seed: int) -> dict[str,
     except ValueError as err:
         out["mig_error"] = str(err)
     try:
-        d = dci_scores(z, v, discrete_factors=discrete, random_state=seed)
+        test = {} if z_test is None else {"test_latents": z_test, "test_factors": columns(factors_test)}
+        d = dci_scores(z, v, discrete_factors=discrete, random_state=seed, method=dci_method, **test)
         out["dci_disentanglement"] = d["disentanglement"]
         out["dci_completeness"] = d["completeness"]
         out["dci_informativeness"] = d["informativeness"]
+        out["dci_method"] = d["method"]
+        out["dci_num_train"], out["dci_num_test"] = d["num_train"], d["num_test"]
     except ValueError as err:
         out["dci_error"] = str(err)
     return out
 
 
 def _latent_usage(learner: VASE) -> dict[str, Any]:
+    """The learner's own bookkeeping per inferred domain: stored mask AND stored used latents,
+    the mask alone where the used latents were never estimated (``used_estimated`` False). Not
+    the latents-in-use measure (:func:`measure_latent_usage`); the traversal plot labels with it."""
     doms = learner.domains
     n = learner.config.latent_dim
     if not doms:
-        return {"latent_dim": n, "num_in_use": 0, "domains": [], "labels": {}, "counts": {}, "sharing": ["unused"] * n}
+        return {
+            "latent_dim": n,
+            "num_active_and_marked_used": 0,
+            "domains": [],
+            "labels": {},
+            "counts": {},
+            "sharing": ["unused"] * n,
+        }
     masks = {d["domain_id"]: d["latent_mask"] for d in doms}
     used = {d["domain_id"]: (d["used_latents"] if d["used_latents"] is not None else d["latent_mask"]) for d in doms}
     table = latent_usage_table(masks, used)
     return {
         "latent_dim": n,
-        "num_in_use": table.num_in_use,
+        "num_active_and_marked_used": table.num_in_use,
         "domains": table.domains,
         "labels": {str(d): table.labels[d] for d in table.domains},
         "counts": {str(d): table.counts[d] for d in table.domains},
@@ -786,6 +1042,8 @@ def summarise_run(
                 "recall",
                 "f1",
                 "mean_delay",
+                "mean_delay_matched",
+                "delays",
                 "num_true",
                 "num_pred",
                 "num_matched",
@@ -806,6 +1064,25 @@ def summarise_run(
     recon = [v for v in history["recon"][-tail:] if v is not None]
     out["final_recon"] = float(np.mean(recon)) if recon else None
     out["final_kl"] = float(np.mean([v for v in history["kl"][-tail:] if v is not None] or [np.nan]))
+    return out
+
+
+def matrix_measures(R: Any, domains: Sequence[Any]) -> dict[str, float]:
+    """ACC, BWT and Chaudhry forgetting of an accuracy matrix whose stage i trained ``domains[i]``
+    (a domain that comes back has several columns; each measure counts it once, see
+    :mod:`vase_rl.evaluation.forgetting`). Measures that are undefined (fewer than 2 stages,
+    missing entries, no domain left to transfer back) are left out."""
+    out: dict[str, float] = {}
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 2 or R.shape[0] < 2 or not np.isfinite(R).all():
+        return out
+    for key, fn in (
+        ("average_accuracy", average_accuracy),
+        ("backward_transfer", backward_transfer),
+        ("chaudhry_forgetting", chaudhry_forgetting),
+    ):
+        with contextlib.suppress(ValueError):
+            out[key] = fn(R, domains=list(domains))
     return out
 
 
@@ -831,11 +1108,7 @@ def _task_summary(tracker: ProbeTracker, task: str, segments: list[Segment], hig
     s["matrix_segments"] = [g.domain for g in segments]
     if higher:
         keep = [i for i, g in enumerate(segments) if g.domain in probed]
-        Rk = R[np.ix_(keep, keep)]
-        if np.isfinite(Rk).all() and Rk.shape[0] >= 2:
-            s["average_accuracy"] = average_accuracy(Rk)
-            s["backward_transfer"] = backward_transfer(Rk)
-            s["chaudhry_forgetting"] = chaudhry_forgetting(Rk)
+        s.update(matrix_measures(R[np.ix_(keep, keep)], [segments[i].domain for i in keep]))
     if any(r["task"] == task and r["refit"] for r in tracker.records):
         rsteps, rcurves = tracker.curves(task, refit=True)
         try:

@@ -10,7 +10,17 @@ Two views of the same experiment:
   - :func:`backward_transfer`: BWT = mean_{j<T-1} (R[T-1, j] - R[j, j]) (Lopez-Paz & Ranzato
     2017); negative values mean forgetting;
   - :func:`chaudhry_forgetting`: average forgetting of Chaudhry et al. 2018, "Riemannian Walk
-    for Incremental Learning": f_j^k = max_{l<k} R[l, j] - R[k, j], averaged over j < k.
+    for Incremental Learning": f_j^k = max_{j<=l<k} R[l, j] - R[k, j], averaged over j < k.
+    The maximum runs over the stages *from the one that trained j on*: before that, a score on
+    j is whatever an untrained read-out happens to give, not knowledge that could be forgotten.
+
+  Streams in which a domain comes back (table 3: digits -> garments -> digits) give the same
+  domain several columns. Pass ``domains`` (the domain of every stage) and each measure counts
+  every domain once: BWT compares a domain's score at the end with its score when it was *last*
+  trained (relearning a returning domain is training, not backward transfer; a domain trained in
+  the final stage has no backward transfer), Chaudhry's forgetting takes the best score since the
+  domain was *first* trained and leaves out the domain being trained at stage k, and ACC
+  averages over distinct domains.
 * **per-step probe curves** (a probe score per domain, recorded every step or interval), as in
   the VASE paper (Achille et al. 2018, appendix A.5). :func:`paper_forgetting` implements its
   forgetting: per domain, the best score while training on it minus the worst score on it
@@ -74,40 +84,89 @@ def _need_finite(values: np.ndarray, what: str) -> None:
         raise ValueError(f"R has NaN/inf among the entries {what} needs")
 
 
-def average_accuracy(R: Any, stage: int = -1) -> float:
-    """Mean score over the segments seen so far after ``stage``: mean(R[stage, :stage+1])."""
+def _stage_domains(domains: Any, num: int) -> list[Any] | None:
+    if domains is None:
+        return None
+    labels = [d.item() if hasattr(d, "item") else d for d in np.asarray(domains, dtype=object).reshape(-1)]
+    if len(labels) != num:
+        raise ValueError(f"domains has {len(labels)} entries but R has {num} stages; give one domain per stage")
+    return labels
+
+
+def _first_columns(labels: list[Any], upto: int) -> dict[Any, int]:
+    """Distinct domains among stages 0..upto -> the first column that holds each."""
+    out: dict[Any, int] = {}
+    for j in range(upto + 1):
+        out.setdefault(labels[j], j)
+    return out
+
+
+def average_accuracy(R: Any, stage: int = -1, domains: Any = None) -> float:
+    """Mean score over the segments seen so far after ``stage``: mean(R[stage, :stage+1]).
+
+    With ``domains`` (one domain per stage), each domain seen so far counts once."""
     m = _matrix(R)
     k = _stage(stage, m.shape[0])
-    row = m[k, : k + 1]
+    labels = _stage_domains(domains, m.shape[0])
+    cols = list(range(k + 1)) if labels is None else list(_first_columns(labels, k).values())
+    row = m[k, cols]
     _need_finite(row, "average_accuracy")
     return float(row.mean())
 
 
-def backward_transfer(R: Any) -> float:
-    """BWT (Lopez-Paz & Ranzato 2017): mean over j < T-1 of R[T-1, j] - R[j, j]."""
+def backward_transfer(R: Any, domains: Any = None) -> float:
+    """BWT (Lopez-Paz & Ranzato 2017): mean over j < T-1 of R[T-1, j] - R[j, j].
+
+    With ``domains`` (one domain per stage), a domain counts once, from the stage that trained
+    it *last*: BWT = mean over domains d not trained in the final stage of
+    R[T-1, j_d] - R[j_d, j_d], j_d = d's last training stage. A returning domain is therefore
+    measured from its return, and relearning it is not counted as transfer. Raises a
+    ``ValueError`` when no domain qualifies (every domain is trained in the final stage)."""
     m = _matrix(R)
     t = m.shape[0]
     if t < 2:
         raise ValueError("backward_transfer needs at least 2 stages")
-    diff = m[t - 1, : t - 1] - np.diag(m)[: t - 1]
+    labels = _stage_domains(domains, t)
+    if labels is None:
+        cols = list(range(t - 1))
+    else:
+        last = {d: j for j, d in enumerate(labels)}
+        cols = sorted(j for d, j in last.items() if j < t - 1)
+        if not cols:
+            raise ValueError("backward_transfer: every domain is trained in the final stage, none can transfer back")
+    diff = m[t - 1, cols] - m[cols, cols]
     _need_finite(diff, "backward_transfer")
     return float(diff.mean())
 
 
-def chaudhry_forgetting(R: Any, stage: int = -1) -> float:
+def chaudhry_forgetting(R: Any, stage: int = -1, domains: Any = None) -> float:
     """Average forgetting after ``stage`` k (Chaudhry et al. 2018).
 
-    f_j^k = max_{l in 0..k-1} R[l, j] - R[k, j] for each j < k, averaged over j. The maximum
-    runs over *all* earlier stages (as in the paper), including those before j was trained.
+    f_j^k = max_{l = j..k-1} R[l, j] - R[k, j] for each j < k, averaged over j: the best score
+    on j *since it was trained*, minus its score now (stages before j was trained do not count).
+
+    With ``domains`` (one domain per stage), each domain trained before stage k and not trained
+    at stage k counts once: the best score since its first training stage minus its score at k.
+    Raises a ``ValueError`` when no domain qualifies.
     """
     m = _matrix(R)
     k = _stage(stage, m.shape[0])
     if k < 1:
         raise ValueError("chaudhry_forgetting needs a stage >= 1 (nothing can be forgotten at stage 0)")
-    block = m[: k + 1, :k]
-    _need_finite(block, "chaudhry_forgetting")
-    f = block[:k].max(axis=0) - block[k]
-    return float(f.mean())
+    labels = _stage_domains(domains, m.shape[0])
+    if labels is None:
+        cols = list(range(k))
+    else:
+        cols = [j for d, j in _first_columns(labels, k - 1).items() if d != labels[k]]
+        if not cols:
+            raise ValueError(f"chaudhry_forgetting: every domain seen before stage {k} is trained at stage {k}")
+    f = []
+    for j in cols:
+        since = m[j:k, j]
+        now = m[k, j]
+        _need_finite(np.append(since, now), "chaudhry_forgetting")
+        f.append(since.max() - now)
+    return float(np.mean(f))
 
 
 # --------------------------------------------------------------------------------------------
