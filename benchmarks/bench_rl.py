@@ -115,6 +115,12 @@ class TimedVecVASE(VecVASE):
         self.vase_time += time.perf_counter() - t1
         return out
 
+    def end_rollout(self) -> int:  # the updates run at rollout boundaries are VASE time too
+        t = time.perf_counter()
+        ran = super().end_rollout()
+        self.vase_time += time.perf_counter() - t
+        return ran
+
     def step_wait(self):
         t = time.perf_counter()
         obs, rewards, dones, infos = self.venv.step_wait()
