@@ -89,6 +89,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "factors": {"kind": "factors"},
 }
 DEFAULT_ARMS = ("vase", "cci_vae", "pixels", "factors")
+CODE = ("core", "wrappers", "agents", "envs", "benchmarks/bench_continual_rl.py")  # what a result depends on
 
 
 class ContinualSettings:
@@ -763,9 +764,10 @@ def quick_settings(task: str, arms_vase: dict[str, Any]) -> ContinualSettings:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "bench_continual_rl.py") -> int:
-    from vase_rl.provenance import collect, write_json
+    from vase_rl.provenance import code_state, collect, write_json
 
     args = build_parser(prog).parse_args(argv)
+    code = code_state(CODE)  # the code as it is when the runs start (what the processes import)
     out = Path(args.out.format(task=args.task + ("_quick" if args.quick else "")))
     figure = Path(args.figure.format(task=args.task + ("_quick" if args.quick else "")))
     if args.report_only:
@@ -841,7 +843,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench_continual_rl.py")
         "results": results,
     }
     report["summary"] = summarise(results, settings)
-    report["provenance"] = collect(seeds=seeds, started=started, argv=[prog, *(sys.argv[1:] if argv is None else argv)])
+    report["provenance"] = collect(
+        seeds=seeds,
+        started=started,
+        argv=[prog, *(sys.argv[1:] if argv is None else argv)],
+        code_state=code,
+        jobs=args.jobs,
+    )
     write_json(out, report)
     plot_curves(report, figure)
     print(markdown(report))
