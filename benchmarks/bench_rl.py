@@ -504,6 +504,23 @@ def markdown(report: dict[str, Any], json_path: str = "benchmarks/results/rl.jso
         lines.append(
             f"| {step:,} | " + " | ".join(f"{curves[a][step]:.3f}" if step in curves[a] else "–" for a in s) + " |"
         )
+    drift_rows = [(arm, row) for arm, row in s.items() if "drift_encoder_kl_median" in row]
+    if drift_rows:
+        lines += [
+            "",
+            "Drift per rollout (medians over rollouts, mean over seeds; `VASECallback(measure_drift=True)`): the change "
+            "of the agent's action distribution caused by the encoder alone vs PPO's own update, and the change of the "
+            "value estimate caused by the encoder alone:",
+            "",
+            "| arm | encoder KL | PPO update KL | encoder / PPO | value shift |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for arm, row in drift_rows:
+            enc, ppo = row["drift_encoder_kl_median"], row["drift_policy_kl_median"]
+            lines.append(
+                f"| {arm} | {enc:.2g} | {ppo:.2g} | {enc / ppo if ppo else float('nan'):.2f} | "
+                f"{row['drift_encoder_value_shift_median']:.3f} |"
+            )
     lines.append("")
     if over:
         lines.append(
