@@ -340,6 +340,12 @@ def run_arm(arm: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     return out
 
 
+def _run_job(job: tuple[str, argparse.Namespace, int]) -> dict[str, Any]:
+    arm, args, seed = job
+    torch.set_num_threads(args.threads)
+    return run_arm(arm, args, seed)
+
+
 def overhead(args: argparse.Namespace, steps: int) -> dict[str, float]:
     """Wrapper cost with learning frozen vs PPO's own cost per environment step (8 envs)."""
     venv, _ = make_arm_env("vase", args, seed=123, training=False, normalize=False)
@@ -596,6 +602,9 @@ def main() -> None:
     parser.add_argument("--no-overhead", action="store_true", help="skip the frozen-wrapper overhead run")
     parser.add_argument("--resume", action="store_true", help="skip the runs already in <out>.partial.jsonl")
     parser.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel (spawned processes, --threads torch threads each)"
+    )
+    parser.add_argument(
         "--no-normalize",
         dest="normalize",
         action="store_false",
@@ -642,16 +651,25 @@ def main() -> None:
             done[(row["arm"], row["seed"])] = row
     elif partial.exists():
         partial.unlink()
-    results = []
-    for seed in args.seeds:
-        for arm in arms:
-            if (arm, seed) in done:
-                results.append(done[(arm, seed)])
-                continue
-            row = run_arm(arm, args, seed)
-            results.append(row)
-            with partial.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+    results = [done[(arm, seed)] for seed in args.seeds for arm in arms if (arm, seed) in done]
+    jobs = [(arm, args, seed) for seed in args.seeds for arm in arms if (arm, seed) not in done]
+
+    def keep(row: dict[str, Any]) -> None:
+        results.append(row)
+        with partial.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    if args.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(args.jobs, len(jobs)), maxtasksperchild=1) as pool:
+            for row in pool.imap_unordered(_run_job, jobs):
+                keep(row)
+    else:
+        for job in jobs:
+            keep(_run_job(job))
+    order = {arm: i for i, arm in enumerate(arms)}
+    results.sort(key=lambda r: (r["seed"], order.get(r["arm"], 99)))
     over: dict[str, Any] = {}
     if not args.no_overhead:
         over = overhead(args, over_steps)
