@@ -11,16 +11,21 @@ What happens to each observation (batch)::
     raw observation ─► ImageObservationAdapter (value range, layout, grey/RGB, frame stacks,
                        resize; vase_rl.observations) — ambiguous inputs raise with the fix
                     ─► if learning: the learner's FIFO window of recent frames ─► every
-                       ``train_every`` wrapper steps, once ``learning_starts`` frames were seen:
-                       ``gradient_steps`` x ``VASE.update(batch_size frames)`` (LearningSchedule)
-                    ─► masked posterior mean (+ optional inferred-domain one-hot, latent mask)
+                       ``train_every`` frames, once ``learning_starts`` frames were seen:
+                       ``gradient_steps`` x ``VASE.update(batch_size frames)`` — at once, or at the
+                       next rollout boundary (``update_at``; LearningSchedule)
+                    ─► masked posterior mean of the learner's encoder, or of its slow copy
+                       (``slow_encoder_rate``; SlowEncoder) (+ optional domain one-hot, latent mask)
                     ─► float32 latent in Box(-clip, clip, (d,)), a fresh NaN-free array every call;
                        for a Dict observation, a Dict {"latents": ..., other entries passed through}
                        unless ``latents_only=True``.
 
 The learner (weights, optimiser, domains, RNG, frame window) is one :class:`vase_rl.VASE`
 object: several wrappers may share it (pass ``learner=``). What is each wrapper's own — the
-learning switch, the update schedule and its counters — lives in one :class:`LearningSchedule`.
+learning switch, the update schedule and its counters — lives in one :class:`LearningSchedule`;
+it also decides *when* the agent's encoder may change (drift control: rollout-boundary updates
+through :meth:`LatentFeed.end_rollout`, pretraining before the agent's first step, freeze
+windows), and the optional :class:`SlowEncoder` is what the agent reads while the learner trains.
 When no seed is given, the learner takes the seed the agent or the environment is seeded with
 (``PPO(seed=s)`` calls ``env.seed(s)``; ``reset(seed=s)`` for a single env), as long as it has
 not learnt anything yet. :func:`set_stack_training` / :func:`freeze` switch every learning layer
@@ -1363,7 +1368,15 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         clip: observation bound; latents are clipped to [-clip, clip].
         append_domain: append the one-hot (``max_domains``) of the domain the classifier infers.
         append_mask: append the latent mask in force (1 = active latent).
-        train_every: wrapper steps (observations) between updates; ``gradient_steps`` per update.
+        train_every: frames between update rounds (the same for any number of envs; with
+            ``train_every_unit="steps"``: wrapper steps, the older rule); ``gradient_steps`` per round.
+        update_at: ``"auto"`` (default: at rollout boundaries while ``VASECallback`` drives an
+            on-policy agent, else at once), ``"rollout"`` or ``"step"`` (see :class:`LearningSchedule`).
+        slow_encoder_rate: the agent reads an exponential moving average of the encoder that moves
+            this fraction towards the learner's per update (:class:`SlowEncoder`); None: the encoder.
+        pretrain_frames, pretrain_updates: learn from this many frames of the env (random actions)
+            with this many updates before the agent's first step (at the first ``reset``; :meth:`pretrain`).
+        freeze_after, learning_windows: the frames during which the learner trains (pretraining counted).
         batch_size: frames per update (default ``config.batch_size``), drawn without replacement
             from the learner's FIFO window of the last ``window_size`` frames (default: the learner's, 1,024).
         learning_starts: frames to see before the first update (default ``batch_size``).
@@ -1488,8 +1501,8 @@ class VecVASE(VecEnvWrapper):
     :meth:`save` / :meth:`VecVASE.load(path, venv) <load>` persist the learner and the settings (the
     agent's ``model.save`` does not include them; ``vase_rl.agents.save_stack`` saves everything),
     and pickling excludes the venv (call :meth:`set_venv` after unpickling). Options as for
-    :class:`VASEWrapper`; ``train_every`` counts vector steps (8 envs, ``train_every=8``: one update
-    per 64 new frames). With no ``seed``, the learner takes the one ``env.seed(s)`` is called with
+    :class:`VASEWrapper`; ``train_every`` counts frames of all sub-envs together (8 envs and the
+    default 64: one update round per 8 vector steps). With no ``seed``, the learner takes the one ``env.seed(s)`` is called with
     (``PPO(seed=s)`` does) while it has not learnt anything.
     """
 
