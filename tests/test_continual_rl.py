@@ -400,6 +400,9 @@ def test_benchmark_quick_mode_writes_every_field(tmp_path):
     for result in report["results"]:
         for key in ("steps", "agent_steps", "pretrain_steps", "steps_per_second", "curve", "phases", "episodes"):
             assert key in result, key
+        assert result["cpu_seconds"] > 0 and result["steps_per_cpu_second"] == pytest.approx(
+            result["steps"] / result["cpu_seconds"]
+        )
         assert result["steps"] == 3 * 1024
         rows = result["phases"]["per_phase"]
         assert [r["domain"] for r in rows] == ["shapes", "digits", "shapes"]
