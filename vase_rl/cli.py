@@ -56,6 +56,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "domain_inference": ("benchmarks/bench_domain_inference.py", "domain inference over seeds on the demo stream"),
     "dreaming": ("benchmarks/bench_dreaming.py", "forgetting of the old domain for dreaming weights"),
     "imagination": ("examples/imagination_exploration.py", "imagination-driven exploration (paper fig. 4C)"),
+    "ray": ("benchmarks/bench_ray.py", "Ray costs: RayVecEnv overhead, bytes per env step, actor scale test"),
+    "continual_rl": (
+        "benchmarks/bench_continual_rl.py",
+        "continual RL: PPO on VASE / CCI-VAE latents, pixels, true factors as the look changes A->B->A",
+    ),
 }
 
 #: Keys of a ``--settings`` file that are recorded for information only (never options).
@@ -418,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = "; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items())
     p = sub.add_parser(
         "bench",
-        help="run a benchmark by name (update, encode, envs, rl, domain_inference, dreaming, imagination)",
+        help="run a benchmark by name (update, encode, envs, rl, domain_inference, dreaming, imagination, ray, "
+        "continual_rl)",
         description="Run one of the repository's benchmarks: `vase-rl bench NAME [-- ARGS]` runs its script "
         "with ARGS (e.g. `vase-rl bench rl -- --quick`, `vase-rl bench update -- --help`); without NAME it "
         f"lists them. Benchmarks: {listing}. Needs a source checkout (the scripts are not installed); "
