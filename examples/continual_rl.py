@@ -8,7 +8,7 @@ comparison, one on raw pixels (``--arms vase,pixels,factors`` adds the ground-tr
 The plot shows return vs environment steps with the switches marked and, below, the domain
 VASE's learner infers at every rollout end.
 
-    python examples/continual_rl.py --quick            # under 2 minutes: tiny phases, small learner
+    python examples/continual_rl.py --quick            # about a minute: 3 phases of 8k steps, small learner
     python examples/continual_rl.py                    # 3 phases of 60k steps (an hour or more on 2 cores)
     python examples/continual_rl.py --phases 5         # A B A C A (letters as C)
 
@@ -27,6 +27,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import torch
 from vase_rl.agents.continual import (
+    CODE,
     VASE_DEFAULTS,
     ContinualSettings,
     markdown,
@@ -36,34 +37,49 @@ from vase_rl.agents.continual import (
     summarise,
 )
 
-from vase_rl.provenance import write_json
+from vase_rl.provenance import collect, write_json
+
+#: --quick: phases long enough for the learner to notice a switch, a quarter-width learner
+QUICK_PHASE_STEPS = 8192
+QUICK_VASE = {"pretrain_frames": 1024, "pretrain_updates": 150, "train_every": 64, "update_at": "auto"}
+
+
+def quick_example_settings(task: str, phases: int, phase_steps: int) -> ContinualSettings:
+    """The benchmark's CI size (small learner, 4 envs, short PPO rollouts) with longer phases."""
+    settings = quick_settings(task, QUICK_VASE)
+    settings.phases = phases
+    settings.phase_steps = phase_steps
+    settings.early_steps = settings.recover_window = max(256, phase_steps // 8)
+    settings.bin_steps = max(64, phase_steps // 32)
+    return settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny phases and learner (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short phases, small learner (about a minute)")
     parser.add_argument("--arms", default="vase,pixels", help="comma list: vase, vase_domain, cci_vae, pixels, factors")
     parser.add_argument("--task", default="sprites", choices=["sprites", "moving"])
     parser.add_argument("--phases", type=int, default=3, help="3: A B A, 5: A B A C A")
-    parser.add_argument("--phase-steps", type=int, default=60_000)
+    parser.add_argument(
+        "--phase-steps", type=int, default=None, help=f"default 60,000 ({QUICK_PHASE_STEPS:,} with --quick)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/continual_rl")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        settings = quick_settings(args.task, {})
-        settings.phases = args.phases
+        settings = quick_example_settings(args.task, args.phases, args.phase_steps or QUICK_PHASE_STEPS)
     else:
         settings = ContinualSettings(
-            task=args.task, phases=args.phases, phase_steps=args.phase_steps, vase_kwargs=dict(VASE_DEFAULTS)
+            task=args.task, phases=args.phases, phase_steps=args.phase_steps or 60_000, vase_kwargs=dict(VASE_DEFAULTS)
         )
     print(f"task: {' -> '.join(settings.domains)}, {settings.phase_steps:,} environment steps each")
     started = time.time()
     results = [run_arm(arm.strip(), settings, args.seed) for arm in args.arms.split(",") if arm.strip()]
     report = {"settings": settings.to_dict(), "results": results, "summary": summarise(results, settings)}
+    report["provenance"] = collect(seeds=[args.seed], started=started, code_paths=CODE)
     os.makedirs(args.out, exist_ok=True)
-    path = write_json(os.path.join(args.out, "continual_rl.json"), report, seeds=[args.seed], started=started)
-    report["json"] = str(path)
+    report["json"] = str(write_json(os.path.join(args.out, "continual_rl.json"), report))
     print(markdown(report))
     for result in results:
         if "representation" in result:
