@@ -177,7 +177,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results["machine"] = machine_summary()
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"encode_{label}.json")
-    write_json(out, results, command=results["command"], seeds=[0], started=started)
+    write_json(
+        out,
+        results,
+        command=results["command"],
+        seeds=[0],
+        started=started,
+        code_paths=["core", "benchmarks/bench_encode.py"],
+    )
     print(f"wrote {out}")
     if not args.no_doc:
         write_markdown(results, Path(args.markdown), out)

@@ -396,7 +396,13 @@ def main() -> None:
         print("estimate", results["estimate_64_actors"], flush=True)
         results["load_end"] = loadavg()
         ray.shutdown()
-    write_json(args.out, results, seeds=[0], started=timer.started)
+    write_json(
+        args.out,
+        results,
+        seeds=[0],
+        started=timer.started,
+        code_paths=["core", "wrappers", "envs", "benchmarks/bench_ray.py"],
+    )
     plot(results, args.figure)
     print(f"wrote {args.out} and {args.figure} in {timer.seconds:.0f} s")
 

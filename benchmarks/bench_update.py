@@ -247,7 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = machine_summary()
     out = args.out or (None if args.quick else str(ROOT / "benchmarks" / "results" / f"update_{label}.json"))
     if out:
-        write_json(out, results, command=results["command"], seeds=[0, 1], started=started)
+        write_json(
+            out,
+            results,
+            command=results["command"],
+            seeds=[0, 1],
+            started=started,
+            code_paths=["core", "benchmarks/bench_update.py"],
+        )
         print(f"wrote {out}")
     if not args.quick:
         write_markdown(results, Path(args.markdown), Path(out).relative_to(ROOT) if out else None)

@@ -301,31 +301,44 @@ def test_infer_domain_has_no_side_effects_and_predicts_the_next_update(squares_l
     gen, mask, n = learner.generator.get_state(), learner.latent_mask.copy(), learner.num_updates
     first = learner.infer_domain(ring_batch)
     second = learner.infer_domain(ring_batch)
-    assert first["event"] == second["event"] and first["candidate_loss"] == second["candidate_loss"]
+    assert first["event"] == second["event"] and first["statistic"] == second["statistic"]
     assert learner.memory.state_dict() == memory and _same(params, _params(learner))
     assert torch.equal(gen, learner.generator.get_state()) and (learner.latent_mask == mask).all()
     assert learner.num_updates == n
     assert first["probabilities"].shape == (1,) and first["candidate"] == 0
-    # an unseen domain: rings reconstruct far worse than kappa x the squares reference
-    assert first["vote"] == "loss" and first["candidate_loss"] > E2E.kappa * first["reference_loss"]
-    assert first["event"] == "pending"  # patience 3: the first of three votes
+    # an unseen domain: far below what the squares decoder explains of its own data, held at once
+    assert first["statistic"] > E2E.evidence_allowance + E2E.evidence_threshold / 2
+    assert (first["event"], first["vote"]) == ("held", "evidence")
     stats = learner.update(ring_batch)
-    assert (stats["event"], stats["domain"]) == (first["event"], first["domain"])
-    for _ in range(2):
-        stats = learner.update(ring_batch)
-    assert (stats["event"], stats["domain"]) == ("new", 1)
+    assert (stats["event"], stats["domain"], stats["held"]) == (first["event"], first["domain"], True)
+    stats = learner.update(ring_batch)
+    assert (stats["event"], stats["domain"]) == ("new", 1)  # the second batch raises the alarm
     assert learner.infer_domain(ring_batch)["vote"] == "warmup"  # a young domain cannot be rejected
 
 
-@pytest.mark.parametrize("hold", [True, False])
-def test_a_pending_batch_is_held_not_trained(squares_learner_state, hold):
+def test_a_held_batch_trains_nothing_and_moves_no_reference(squares_learner_state):
     learner = VASE.from_state_dict(squares_learner_state, device="cpu")
-    learner.config = learner.config.replace(hold_while_pending=hold)
+    before, record = _params(learner), dict(learner.domains[0])
+    stats = learner.update(rings(np.random.default_rng(1), E2E.batch_size, 16))
+    assert stats["held"] and stats["event"] == "held" and learner.num_domains == 1
+    assert _same(before, _params(learner)) and learner.num_updates == record["num_updates"]
+    after = learner.domains[0]
+    for key in ("score_mean", "score_var", "reference_recon_loss", "latent_mask", "atypicality_reference"):
+        assert after[key] == record[key], key
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_the_papers_rule_holds_pending_batches_and_keeps_the_mask(squares_learner_state, hold):
+    learner = VASE.from_state_dict(squares_learner_state, device="cpu")
+    learner.config = learner.config.replace(hold_while_pending=hold, domain_test="ratio")
+    learner.memory.rule, learner.memory.hold_while_pending = "ratio", hold
     before, updates = _params(learner), learner.domains[0]["num_updates"]
+    mask = list(learner.domains[0]["latent_mask"])
     stats = learner.update(rings(np.random.default_rng(1), E2E.batch_size, 16))
     assert stats["event"] == "pending" and stats["held"] is hold and learner.num_domains == 1
     assert _same(before, _params(learner)) is hold
     assert learner.domains[0]["num_updates"] == updates + (0 if hold else 1)
+    assert learner.domains[0]["latent_mask"] == mask  # a pending vote never rewrites the stored mask
 
 
 def test_save_keeps_extra_data_beside_the_learner(tiny_config, rng, tmp_path):
@@ -348,17 +361,19 @@ def test_infer_domain_without_domain_inference_always_stays(tiny_config, rng):
     assert (out["vote"], out["event"], out["domain"]) == ("off", "stay", 0)
 
 
-def test_capacity_per_active_scales_the_target_and_prevents_the_mask_collapse():
-    # seed 2 of this fast ramp collapses the mask with the paper's objective (docs/DESIGN_NOTES.md)
-    results = {}
-    for per_active in (False, True):
-        cfg = E2E.replace(capacity_increment=1 / 1500, capacity_per_active=per_active)
-        learner = VASE(cfg, seed=2, device="cpu")
-        rng = np.random.default_rng(2)
-        for _ in range(300):
-            stats = learner.update(squares(rng, cfg.batch_size, 16))
-            active = stats["active_latents"] / cfg.latent_dim
-            expected = stats["capacity"] * (active if per_active else 1.0)
-            assert stats["capacity_target"] == pytest.approx(expected)
-        results[per_active] = int(learner.latent_mask.sum())
-    assert results[False] == 0 and results[True] >= cfg.latent_dim // 2
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_no_mask_collapse_on_the_fast_ramp(seed):
+    # C = 5 nats in 300 updates on 16x16 squares: this ramp collapsed the mask to 0 latents in 17
+    # of 20 runs with the paper's objective before (seed 2 among them; docs/DESIGN_NOTES.md)
+    cfg = E2E.replace(capacity_increment=1 / 1500)
+    learner = VASE(cfg, seed=seed, device="cpu")
+    rng = np.random.default_rng(seed)
+    lowest = cfg.latent_dim
+    for i in range(300):
+        stats = learner.update(squares(rng, cfg.batch_size, 16))
+        expected = stats["capacity"] * stats["active_latents"] / cfg.latent_dim  # capacity_per_active
+        assert stats["capacity_target"] <= expected + 1e-6
+        if i >= cfg.domain_warmup:
+            lowest = min(lowest, stats["active_latents"])
+    assert lowest >= cfg.latent_dim // 2 and learner.num_domains == 1
+    assert stats["kl"] > 3.0  # the representation holds the information C asks for

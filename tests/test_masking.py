@@ -55,3 +55,33 @@ def test_used_latent_estimation_flags_an_ignored_latent():
     )
     assert used.tolist() == [True, True, False, True]
     assert sigma[2] > 5 * sigma[[0, 1, 3]].max()
+
+
+def test_curvature_of_a_linear_gaussian_decoder_is_exact_and_flags_ignored_latents():
+    from vase_rl.masking import nll_curvature, tolerated_noise_curvature
+
+    weights = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])  # latent 1 ignored
+
+    def decode(z):
+        return z @ weights
+
+    z = torch.randn(16, 3)
+    # Gaussian likelihood, std 0.5: H_n = sum_j W_nj^2 / 0.25, the same for every image
+    torch.testing.assert_close(nll_curvature(decode, z, "gaussian", 0.5), torch.tensor([20.0, 0.0, 3.0]))
+    used, sigma = tolerated_noise_curvature(decode, z, "gaussian", 0.5, threshold=1.0)
+    assert used.tolist() == [True, False, True] and torch.isinf(sigma[1]) or sigma[1] > 1e5
+    # the noise-tolerance objective E[NLL(z + eps)] - sum log sigma is minimised at sigma = H^-1/2:
+    # for this quadratic NLL, the expected increase is sum_n sigma_n^2 H_n / 2 exactly
+    torch.testing.assert_close(sigma[[0, 2]], torch.tensor([20.0, 3.0]).rsqrt())
+
+
+def test_curvature_of_a_bernoulli_decoder_uses_the_fisher_weight():
+    from vase_rl.masking import nll_curvature
+
+    weights = torch.tensor([[2.0, -1.0]])
+
+    def decode(z):
+        return z @ weights
+
+    z = torch.zeros(4, 1)  # logits 0: p = 1/2, Fisher weight 1/4 per pixel
+    torch.testing.assert_close(nll_curvature(decode, z, "bernoulli"), torch.tensor([0.25 * (4.0 + 1.0)]))

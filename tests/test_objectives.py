@@ -88,3 +88,48 @@ def test_reduce_features():
     x = torch.arange(12.0).reshape(2, 2, 3)
     assert O.reduce_features(x, "sum").item() == pytest.approx((15 + 51) / 2)
     assert O.reduce_features(x, "mean").item() == pytest.approx(5.5)
+
+
+# --- the explained fraction (domain inference's score) and the KL split ---------------------------
+def test_perfect_and_trivial_nll_match_distributions():
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 2, 5, 5, generator=g)
+    ref = -Bernoulli(probs=x.clamp(1e-6, 1 - 1e-6), validate_args=False).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(O.perfect_nll(x, "bernoulli"), ref, rtol=1e-4, atol=1e-4)
+    mean = x.mean((2, 3), keepdim=True).expand_as(x)  # per image and channel
+    ref = -Bernoulli(probs=mean, validate_args=False).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(O.trivial_nll(x, "bernoulli"), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(O.trivial_nll(x, "gaussian", 0.2), -Normal(mean, 0.2).log_prob(x).flatten(1).sum(1))
+    torch.testing.assert_close(O.perfect_nll(x, "gaussian", 0.2), -Normal(x, 0.2).log_prob(x).flatten(1).sum(1))
+
+
+def test_explained_fraction_hand_values_and_ink_invariance():
+    x = torch.zeros(2, 1, 10, 10)
+    x[0, 0, :5] = 1.0  # half the pixels on
+    x[1, 0, 0, :2] = 1.0  # 2 % ink
+    perfect, trivial = O.perfect_nll(x, "bernoulli"), O.trivial_nll(x, "bernoulli")
+    # a model that knows the image exactly explains all, one that knows only its mean explains nothing
+    assert torch.allclose(O.explained_fraction(perfect, x, "bernoulli"), torch.ones(2), atol=1e-5)
+    torch.testing.assert_close(O.explained_fraction(trivial, x, "bernoulli"), torch.zeros(2), atol=1e-5, rtol=0)
+    halfway = perfect + 0.5 * (trivial - perfect)  # halfway in nats, whatever the amount of ink
+    torch.testing.assert_close(O.explained_fraction(halfway, x, "bernoulli"), torch.full((2,), 0.5))
+    # worse than the trivial model is negative, and clipped below at -1
+    assert O.explained_fraction(trivial + 1e4, x, "bernoulli").tolist() == [-1.0, -1.0]
+    # a blank image has no explainable nats: the denominator is bounded (no division by zero)
+    blank = torch.zeros(1, 1, 10, 10)
+    assert torch.isfinite(O.explained_fraction(torch.tensor([5.0]), blank, "bernoulli")).all()
+
+
+def test_kl_splits_exactly_into_information_and_marginal_mismatch():
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = torch.randn(256, 4, generator=g), torch.randn(256, 4, generator=g) * 0.5
+    info, marginal = O.marginal_information_split(mu, logvar)
+    torch.testing.assert_close(info + marginal, O.gaussian_kl_to_standard(mu, logvar).mean(0), rtol=1e-5, atol=1e-6)
+    assert (info >= 0).all() and (marginal >= 0).all()
+    # a constant shift of every posterior mean is pure marginal mismatch, no information
+    info2, marginal2 = O.marginal_information_split(mu + 3.0, logvar)
+    torch.testing.assert_close(info2, info)
+    assert (marginal2 > marginal + 4.0).all()
+    # posteriors equal to the prior carry nothing and are typical
+    info0, marginal0 = O.marginal_information_split(torch.zeros(8, 2), torch.zeros(8, 2))
+    assert torch.allclose(info0, torch.zeros(2)) and torch.allclose(marginal0, torch.zeros(2))

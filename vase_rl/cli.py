@@ -56,7 +56,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "domain_inference": ("benchmarks/bench_domain_inference.py", "domain inference over seeds on the demo stream"),
     "dreaming": ("benchmarks/bench_dreaming.py", "forgetting of the old domain for dreaming weights"),
     "imagination": ("examples/imagination_exploration.py", "imagination-driven exploration (paper fig. 4C)"),
-    "ray": ("benchmarks/bench_ray.py", "Ray costs: RayVecEnv overhead, bytes per env step, actor scale test"),
+    "ray": ("benchmarks/bench_ray.py", "RayVecEnv overhead, bytes per step and actor scaling on a local Ray cluster"),
     "continual_rl": (
         "benchmarks/bench_continual_rl.py",
         "continual RL: PPO on VASE / CCI-VAE latents, pixels, true factors as the look changes A->B->A",

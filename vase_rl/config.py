@@ -48,6 +48,9 @@ _VALID_CAPACITY_REDUCTIONS = ("batch_mean", "per_sample")
 _VALID_REDUCTIONS = ("sum", "mean")
 _VALID_PRECISIONS = ("auto", "fp32", "bf16", "bf16-force")  # meanings: vase_rl/precision.py
 _VALID_NONFINITE = ("skip", "raise")
+_VALID_DOMAIN_TESTS = ("evidence", "ratio")
+_VALID_USED_ESTIMATORS = ("curvature", "noise_fit")
+_VALID_CAPACITY_MEASURES = ("kl", "information")
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,26 @@ class VASEConfig:
     capacity_max: float = PAPER["capacity_max"]
     capacity_increment: float = PAPER["capacity_increment"]  # fraction of C_max per update
     capacity_reduction: str = "batch_mean"  # square the batch-mean KL, or mean of per-sample squares
+    # what the capacity C budgets: "kl" (the paper: the batch-mean KL) or "information": the KL minus
+    # each latent's marginal mismatch (KL = I + KL(q(z_n) || N(0, 1)), Gaussian fit of the batch's
+    # aggregate posterior); the mismatch keeps its ELBO weight 1 outside the penalty. Shifting or
+    # shrinking a latent's marginal then meets no part of C, which removes the incentive that
+    # turns latents atypical under capacity pressure (docs/DESIGN_NOTES.md, "mask collapse").
+    capacity_measure: str = "kl"
     # C x (active latents / latent_dim): masked latents hold no capacity, so masking does not push
     # the remaining latents to carry more KL (not in the paper; see docs/DESIGN_NOTES.md)
     capacity_per_active: bool = False
+    # the capacity target never runs more than this many nats ahead of the batch's KL: after a
+    # domain switch or a mask change removes KL, the target catches up at the pace the model learns
+    # instead of demanding the deficit at once (which is met by shifting posterior marginals,
+    # turning latents atypical and collapsing the mask; not in the paper: docs/DESIGN_NOTES.md).
+    # None = the paper's objective exactly.
+    capacity_lead: float | None = 1.0
     learning_rate: float = PAPER["learning_rate"]
+    # clip the networks' gradient norm at this multiple of its running average (None: never): the
+    # first batches of a very unfamiliar domain otherwise take steps many times the learning rate
+    # and overwrite what the shared layers knew (not in the paper; docs/DESIGN_NOTES.md)
+    grad_clip: float | None = 3.0
     batch_size: int = PAPER["batch_size"]  # default batch size for wrappers and streams
     window_size: int = 1024  # frames kept by observe() for update() batches (16 batches; not in the paper)
 
@@ -87,14 +106,31 @@ class VASEConfig:
     mask_threshold_low: float = 0.8 * PAPER["atypicality_threshold"]  # lambda_0: become active below
     mask_threshold_high: float = 1.2 * PAPER["atypicality_threshold"]  # lambda_1: become inactive above
 
+    # a masked latent is fed prior noise (eq. 2), so nothing trains the encoder's own posterior for
+    # it: pull that posterior towards N(0, 1) on the current data with this weight (plain KL), so a
+    # latent masked for a domain can turn typical and be re-activated by the hysteresis instead of
+    # drifting without gradient (a domain whose data makes every latent atypical would otherwise
+    # never learn). 0 = the paper (not in it; docs/DESIGN_NOTES.md).
+    masked_prior_weight: float = 1.0
+
     # --- used latents (§5) ---------------------------------------------------------------
     used_noise_threshold: float = 1.0  # T: latent unused when its tolerated noise std exceeds T
+    # "curvature": sigma_n = H_n^(-1/2) from the NLL's exact Gauss-Newton curvature (deterministic);
+    # "noise_fit": fit sigma_n by SGD as the appendix describes (noisier verdicts)
+    used_estimator: str = "curvature"
     used_refresh_every: int = 250  # updates between re-estimates for the current domain
     used_estimation_steps: int = 30  # optimiser steps of the noise-scale fit (~3% of update time)
     used_estimation_lr: float = 0.1
-    used_estimation_batch: int = 32
+    used_estimation_batch: int = 64
 
     # --- domain inference (§6, Algorithm 1) -----------------------------------------------
+    # "evidence": standardised explained-fraction deficit accumulated by a CUSUM (vase_rl/domains.py);
+    # "ratio": the paper's L > kappa * L_ref with patience
+    domain_test: str = "evidence"
+    evidence_threshold: float = 8.0  # h of the CUSUM (alarm level)
+    evidence_allowance: float = 1.0  # k: standardised deficits below k build no evidence
+    score_floor: float = 0.01  # smallest explained-fraction change the test resolves
+    recheck_every: int = 5  # score every stored domain on every n-th batch (does another fit better?)
     kappa: float = PAPER["kappa_disentangled"]
     infer_every: int = 1  # run Algorithm 1 every n updates
     patience: int = 1  # consecutive "new domain" votes before allocating (1 = paper)
@@ -175,6 +211,7 @@ class VASEConfig:
             "max_consecutive_nonfinite",
             "imagination_every",
             "imagination_hidden",
+            "recheck_every",
         ):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be a positive integer")
@@ -182,6 +219,16 @@ class VASEConfig:
             raise bad("max_domains", "must be >= 1")
         if isinstance(self.window_size, bool) or not isinstance(self.window_size, int) or self.window_size < 2:
             raise bad("window_size", "must be an integer >= 2 (frames)")
+        if self.grad_clip is not None and not (
+            isinstance(self.grad_clip, (int, float)) and math.isfinite(self.grad_clip) and self.grad_clip >= 1
+        ):
+            raise bad("grad_clip", "must be a number >= 1 (a multiple of the running gradient norm), or None")
+        if self.capacity_lead is not None and not (
+            isinstance(self.capacity_lead, (int, float))
+            and math.isfinite(self.capacity_lead)
+            and self.capacity_lead > 0
+        ):
+            raise bad("capacity_lead", "must be a finite positive number of nats, or None (the paper's objective)")
         if self.domain_warmup < 0:
             raise bad("domain_warmup", "must be >= 0")
         for name in (
@@ -194,6 +241,9 @@ class VASEConfig:
             "logvar_clamp",
             "classifier_learning_rate",
             "imagination_learning_rate",
+            "evidence_threshold",
+            "evidence_allowance",
+            "score_floor",
         ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -205,6 +255,7 @@ class VASEConfig:
             "classifier_weight",
             "dream_encoder_weight",
             "dream_decoder_weight",
+            "masked_prior_weight",
             "atypicality_threshold",
         ):
             v = getattr(self, name)
@@ -232,6 +283,9 @@ class VASEConfig:
             ("dream_reduction", _VALID_REDUCTIONS),
             ("precision", _VALID_PRECISIONS),
             ("nonfinite", _VALID_NONFINITE),
+            ("domain_test", _VALID_DOMAIN_TESTS),
+            ("used_estimator", _VALID_USED_ESTIMATORS),
+            ("capacity_measure", _VALID_CAPACITY_MEASURES),
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {allowed}")

@@ -5,7 +5,10 @@
 - closed-form KL of a diagonal Gaussian posterior to N(0, I), per latent;
 - the capacity schedule C(t) and the squared capacity penalty gamma * |KL - C|^2 (eq. 3);
 - the dreaming proximities: squared 2-Wasserstein distance between diagonal Gaussians
-  (encoder, eq. 7) and the KL between two pixel likelihoods (decoder, eq. 7).
+  (encoder, eq. 7) and the KL between two pixel likelihoods (decoder, eq. 7);
+- the *explained fraction* of an image's NLL, the scale-free score domain inference compares
+  (not in the paper; ``docs/DESIGN_NOTES.md``): how much of the gap between a trivial model that
+  knows only the image's mean intensity and a perfect reconstruction a decoder closes.
 
 Every function is batch-first and free of state; the learner composes them.
 """
@@ -30,6 +33,10 @@ __all__ = [
     "gaussian_kl_fixed_std",
     "decoder_kl",
     "reduce_features",
+    "perfect_nll",
+    "trivial_nll",
+    "explained_fraction",
+    "marginal_information_split",
 ]
 
 
@@ -77,6 +84,24 @@ def nll_normaliser(likelihood: str, std: float, num_pixels: int) -> float:
 def gaussian_kl_to_standard(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) per latent coordinate, same shape as ``mu``."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def marginal_information_split(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the batch-mean KL of each latent into information and marginal mismatch -> two (N,).
+
+    With the batch's aggregate posterior fitted by a Gaussian of mean m = mean(mu) and variance
+    v = var(mu) + mean(sigma^2) (population moments of the mixture),
+    mean_b KL(q(z_n|x_b) || N(0, 1)) = I_n + M_n exactly, where
+    M_n = KL(N(m, v) || N(0, 1)) = (v + m^2 - 1 - log v) / 2 is the marginal mismatch (the
+    atypicality of eq. 4 computed from the posterior moments) and I_n = (log v - mean log sigma^2) / 2
+    >= 0 the Gaussian-channel information the latent carries about x. A constant shift of mu or a
+    shrunk sigma without spread in mu changes M_n only."""
+    v = mu.var(0, unbiased=False) + logvar.exp().mean(0)
+    m = mu.mean(0)
+    log_v = v.log()
+    marginal = 0.5 * (v + m.pow(2) - 1.0 - log_v)
+    information = 0.5 * (log_v - logvar.mean(0))
+    return information, marginal
 
 
 def capacity_at(step: int, capacity_max: float, increment: float) -> float:
@@ -141,3 +166,64 @@ def decoder_kl(params_old: torch.Tensor, params_new: torch.Tensor, likelihood: s
     if likelihood == "gaussian":
         return gaussian_kl_fixed_std(params_old, params_new, std)
     raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")
+
+
+def perfect_nll(target: torch.Tensor, likelihood: str, std: float = 0.1) -> torch.Tensor:
+    """The smallest NLL any decoder can reach on each image -> (B,).
+
+    Bernoulli with soft targets: the entropy of Bernoulli(x) summed over pixels (0 for binary
+    images), reached at logits = logit(x). Gaussian with fixed std: the normalising constant
+    D (log std + log(2 pi) / 2), reached at mean = x."""
+    if likelihood == "bernoulli":
+        x = target.clamp(1e-6, 1 - 1e-6)
+        return _flat(-(x * x.log() + (1 - x) * (-x).log1p())).sum(1)
+    if likelihood == "gaussian":
+        d = target[0].numel()
+        return torch.full((target.shape[0],), nll_normaliser("gaussian", std, d), device=target.device)
+    raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")
+
+
+def trivial_nll(target: torch.Tensor, likelihood: str, std: float = 0.1) -> torch.Tensor:
+    """NLL of each image under the model that knows only its mean intensity per channel -> (B,).
+
+    Every pixel of a channel gets the channel's mean as its Bernoulli probability or Gaussian mean:
+    a reference that cancels how much "ink" a domain has, which a raw loss ratio cannot."""
+    b, c = target.shape[0], target.shape[1]
+    mean = target.reshape(b, c, -1).mean(2).reshape(b, c, *([1] * (target.ndim - 2))).expand_as(target)
+    if likelihood == "bernoulli":
+        p = mean.clamp(1e-6, 1 - 1e-6)
+        return _flat(F.binary_cross_entropy(p, target, reduction="none")).sum(1)
+    if likelihood == "gaussian":
+        return gaussian_nll(mean, target, std)
+    raise ValueError(f"unknown likelihood {likelihood!r}; use 'bernoulli' or 'gaussian'")
+
+
+def explained_fraction(
+    nll: torch.Tensor,
+    target: torch.Tensor,
+    likelihood: str,
+    std: float = 0.1,
+    min_gap: float | None = None,
+    lowest: float = -1.0,
+    perfect: torch.Tensor | None = None,
+    trivial: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per image, the fraction of the explainable NLL a decoder explains -> (B,):
+
+        f = 1 - (NLL - NLL_perfect) / (NLL_trivial - NLL_perfect)
+
+    1 is a perfect reconstruction, 0 is no better than the image's mean intensity, negative is
+    worse. It does not depend on how much ink or texture a domain has, so one threshold serves
+    every domain. ``min_gap`` (default: 1 % of the pixel count, at least 1 nat) bounds the
+    denominator for near-blank images; values are clipped below at ``lowest`` so one absurd
+    image cannot dominate a batch mean. ``perfect`` / ``trivial`` may pass the two reference NLLs
+    when several decoders are scored on the same images."""
+    if perfect is None:
+        perfect = perfect_nll(target, likelihood, std)
+    if trivial is None:
+        trivial = trivial_nll(target, likelihood, std)
+    gap = trivial - perfect
+    if min_gap is None:
+        min_gap = max(1.0, 0.01 * target[0].numel())
+    frac = 1.0 - (nll.detach().float() - perfect) / gap.clamp_min(min_gap)
+    return frac.clamp_min(lowest)

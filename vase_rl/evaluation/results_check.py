@@ -105,9 +105,14 @@ RESULT_SOURCES: dict[str, dict[str, Any]] = {
         "code": ("core", "envs", "benchmarks/bench_dreaming.py"),
         "command": "python benchmarks/bench_dreaming.py --seeds 0 1 2 3",
     },
-    "benchmarks/results/encode.json": {
+    "benchmarks/results/encode_cpu-avx512_bf16.json": {
         "code": ("core", "benchmarks/bench_encode.py"),
-        "command": "python benchmarks/bench_encode.py",
+        "command": "python benchmarks/bench_encode.py --rounds 5",
+    },
+    "benchmarks/results/encode_cpu-avx2-emulated.json": {
+        "code": ("core", "benchmarks/bench_encode.py"),
+        "command": "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_encode.py --rounds 5 "
+        "--force-bf16",
     },
     "benchmarks/results/envs.json": {
         "code": ("envs", "benchmarks/bench_envs.py"),
@@ -125,9 +130,22 @@ RESULT_SOURCES: dict[str, dict[str, Any]] = {
         "code": ("core", "wrappers", "agents", "envs", "benchmarks/bench_rl.py"),
         "command": "python benchmarks/bench_rl.py --seeds 0 1",
     },
-    "benchmarks/results/update.json": {
+    "benchmarks/results/ray.json": {
+        "code": ("core", "wrappers", "envs", "benchmarks/bench_ray.py"),
+        "command": "python benchmarks/bench_ray.py",
+    },
+    "benchmarks/results/update_cpu-avx512_bf16.json": {
         "code": ("core", "benchmarks/bench_update.py"),
-        "command": "python benchmarks/bench_update.py --rounds 5 --steps 6",
+        "command": "python benchmarks/bench_update.py --rounds 3 --steps 5",
+    },
+    "benchmarks/results/update_cpu-avx2-emulated.json": {
+        "code": ("core", "benchmarks/bench_update.py"),
+        "command": "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_update.py --rounds 3 --steps 5",
+    },
+    "benchmarks/results/update_cpu-avx2-emulated_bf16_force.json": {
+        "code": ("core", "benchmarks/bench_update.py"),
+        "command": "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_update.py --rounds 2 "
+        "--steps 2 --force-bf16 --out benchmarks/results/update_cpu-avx2-emulated_bf16_force.json",
     },
 }
 
