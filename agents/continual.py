@@ -591,9 +591,46 @@ def summarise(results: Sequence[dict[str, Any]], settings: ContinualSettings) ->
                 k: _seed_mean([r["drift"].get(k) for r in rows])
                 for k in ("encoder_kl_median", "policy_kl_median", "encoder_value_shift_median")
             }
+        if "representation" in rows[0]:
             entry["num_domains"] = [r["representation"]["num_domains"] for r in rows]
+            entry["representation"] = _representation_per_phase(rows, settings)
         table[arm] = entry
+    _single_domain_steps(results, table, settings)
     return {"arms": table, "targets": targets(table)}
+
+
+def _representation_per_phase(rows: Sequence[dict[str, Any]], settings: ContinualSettings) -> list[dict[str, Any]]:
+    """The learner's view per phase, one entry per seed (domain held at the phase end, delay from
+    the switch to its first change of domain, A recognised on its return, latents vs A's)."""
+    out = []
+    for p, name in enumerate(settings.domains):
+        views = [r["representation"]["per_phase"][p] for r in rows]
+        out.append(
+            {
+                "domain": name,
+                "domain_at_end": [v["domain_at_end"] for v in views],
+                "switch_delay": [v.get("switch_delay") for v in views],
+                "recognised_as_a": [v.get("recognised_as_a") for v in views],
+                "latents_vs_a": [v.get("latents_vs_a") for v in views],
+            }
+        )
+    return out
+
+
+def _single_domain_steps(results: Sequence[dict[str, Any]], table: dict[str, Any], settings: ContinualSettings) -> None:
+    """Phase A is a single domain: per arm and seed, the steps (pretraining counted) until the
+    trailing ``recover_window`` return first reaches the pixel arm's final A return (seed mean)."""
+    if "pixels" not in table or table["pixels"]["phases"][0]["final_return"] is None:
+        return
+    bar = table["pixels"]["phases"][0]["final_return"]
+    for arm, entry in table.items():
+        entry["phases"][0]["pixels_final_bar"] = bar
+        entry["phases"][0]["phase_length"] = settings.phase_steps
+        entry["phases"][0]["steps_to_pixels_final"] = [
+            curve_steps_to(r["curve"], 0, settings.phase_steps, bar, settings.recover_window)
+            for r in results
+            if r["arm"] == arm
+        ]
 
 
 def _recover_mean(cells: Sequence[int | None], cap: int) -> float:
@@ -608,6 +645,25 @@ def targets(table: dict[str, Any], arm: str = "vase") -> dict[str, Any]:
     mine = table.get(arm)
     if mine is None:
         return out
+    first = mine["phases"][0]
+    if "steps_to_pixels_final" in first:
+        # single domain (phase A): steps to the pixel arm's final A return, <= 0.5x the pixels'
+        # (a seed that never reaches it counts as the whole phase: a lower bound)
+        cap = first["phase_length"]
+        theirs = table["pixels"]["phases"][0]["steps_to_pixels_final"]
+        ratio = (
+            None
+            if all(v is None for v in theirs)
+            else _recover_mean(first["steps_to_pixels_final"], cap) / _recover_mean(theirs, cap)
+        )
+        out["single_domain"] = {
+            "bar": first["pixels_final_bar"],
+            "vase": first["steps_to_pixels_final"],
+            "pixels": theirs,
+            "ratio": ratio,
+            "goal": 0.5,
+            "met": ratio is not None and all(v is not None for v in first["steps_to_pixels_final"]) and ratio <= 0.5,
+        }
     if mine["returns_to_a"]:
         back = mine["returns_to_a"][0]
         out["retention"] = back["retention"]
@@ -770,7 +826,81 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {arm} | {'–' if f is None else f'{f:+.2f}'} | {'–' if r is None else f'{r:.2f}'} | {bar} | {own} | "
             f"{row.get('num_domains', '–')} |"
         )
+    views = {arm: row["representation"] for arm, row in summary["arms"].items() if "representation" in row}
+    if views:
+        lines += [
+            "",
+            "The representation's view (per seed): the domain the learner holds at the end of each phase, the steps "
+            "from a switch to its first change of domain, whether A is recognised as its old domain on its return, "
+            "and the latents the phase's domain uses vs A's (shared / new / dropped):",
+            "",
+            "| arm | " + " | ".join(f"{p + 1}: {d}" for p, d in enumerate(settings.domains)) + " |",
+            "|---|" + "---|" * settings.phases,
+        ]
+        for arm, view in views.items():
+            cells = []
+            for p, ph in enumerate(view):
+                parts = [f"domain {', '.join('–' if d is None else str(d) for d in ph['domain_at_end'])}"]
+                if p > 0:
+                    delays = ["never" if d is None else f"{d / 1000:.1f}k" for d in ph["switch_delay"]]
+                    parts.append(f"switch after {', '.join(delays)}")
+                if any(r is not None for r in ph["recognised_as_a"]):
+                    parts.append(
+                        "A recognised: "
+                        + ", ".join({True: "yes", False: "no"}.get(r, "–") for r in ph["recognised_as_a"])
+                    )
+                shared = [x for x in ph["latents_vs_a"] if x]
+                if shared:
+                    parts.append("latents " + ", ".join(f"{x['shared']}/{x['new']}/{x['dropped']}" for x in shared))
+                cells.append("; ".join(parts))
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += ["", *target_lines(summary["targets"], settings.early_steps)]
     return "\n".join(lines)
+
+
+def _fmt_steps(cells: Sequence[int | None]) -> str:
+    return ", ".join("never" if v is None else f"{v:,}" for v in cells)
+
+
+def target_lines(t: dict[str, Any], early_steps: int = 10_000) -> list[str]:
+    """Issue 11's targets for the VASE arm, each met or missed and by how much."""
+
+    def verdict(met: bool | None) -> str:
+        return "**met**" if met else "**missed**"
+
+    out = []
+    if "single_domain" in t:
+        sd = t["single_domain"]
+        ratio = "–" if sd["ratio"] is None else f"{sd['ratio']:.2f}x"
+        out.append(
+            f"* Single domain (phase A): steps to the pixels' final A return ({sd['bar']:.2f}), pretraining counted: "
+            f"VASE {_fmt_steps(sd['vase'])} vs pixels {_fmt_steps(sd['pixels'])} = {ratio} the pixels' "
+            f"(never = the whole phase; goal ≤ 0.5x): {verdict(sd['met'])}."
+        )
+    if "retention" in t:
+        r = t["retention"]
+        out.append(
+            f"* Return to A: return in its first {early_steps:,} steps / end-of-first-A return = "
+            f"{'–' if r is None else f'{r:.2f}'} (goal ≥ 0.9): {verdict(t['retention_met'])}."
+        )
+    for other in ("pixels", "cci_vae"):
+        f = t.get(f"forgetting_vs_{other}")
+        if f is None:
+            continue
+        mine, theirs = f["vase"], f[other]
+        text = "–" if mine is None or theirs is None else f"{mine:+.2f} vs {theirs:+.2f}"
+        out.append(f"* Forgetting vs {other} (goal ≤ 0.5x theirs): {text}: {verdict(f.get('met'))}.")
+    if "recover_b" in t:
+        rb = t["recover_b"]
+        out.append(
+            f"* Switch to B: steps to {'0.9 x the ground truth' if rb['by'] == 'steps_to_ceiling_bar' else 'own final'} "
+            f"B return, VASE {_fmt_steps(rb['vase'])} vs pixels {_fmt_steps(rb['pixels'])} (goal: fewer): "
+            f"{verdict(rb['met'])}."
+        )
+    if "speed_ratio" in t:
+        by = "per CPU second of each run's process" if t.get("speed_by") == "steps_per_cpu_second" else "per second"
+        out.append(f"* Env steps {by}: {t['speed_ratio']:.2f}x the pixels' (goal ≥ 2x): {verdict(t['speed_met'])}.")
+    return out
 
 
 def _run_job(job: tuple[str, dict[str, Any], int]) -> dict[str, Any]:

@@ -415,7 +415,10 @@ def test_benchmark_quick_mode_writes_every_field(tmp_path):
             view = result["representation"]["per_phase"]
             assert set(view[1]) >= {"inferred", "domain_at_end", "switch_delay", "switch_detected", "latents"}
             assert "recognised_as_a" in view[2]
+    view = report["summary"]["arms"]["vase"]["representation"]
+    assert [v["domain"] for v in view] == ["shapes", "digits", "shapes"] and len(view[1]["switch_delay"]) == 1
     targets = report["summary"]["targets"]
+    assert set(targets["single_domain"]) >= {"bar", "vase", "pixels", "ratio", "met"}
     for key in (
         "retention",
         "retention_met",
