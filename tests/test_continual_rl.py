@@ -383,6 +383,31 @@ def test_phase_metrics_on_a_known_curve():
     assert back["phase"] == 2 and back["forgetting"] == pytest.approx(0.5) and back["retention"] == pytest.approx(0.5)
 
 
+def test_single_domain_target_counts_steps_to_the_pixels_final_return():
+    from vase_rl.agents.continual import ContinualSettings, binned_curve, phase_metrics, summarise
+
+    settings = ContinualSettings(phases=1, phase_steps=100, n_envs=1, early_steps=20, recover_window=10, bin_steps=10)
+
+    def result(arm, seed, good_from, good=1.0):
+        records = [(s, good if s >= good_from else 0.0, 0, 0) for s in range(0, 100, 2)]
+        curve = binned_curve(records, settings.total_steps, settings.bin_steps)
+        phases = phase_metrics(records, settings)
+        return {"arm": arm, "seed": seed, "curve": curve, "phases": phases, "steps_per_second": 1.0}
+
+    # pixels end at 1.0 and first fill a 10-step bin with it at step 70; VASE at 30 and 50
+    results = [result("pixels", 0, 60), result("vase", 0, 20), result("vase", 1, 40)]
+    single = summarise(results, settings)["targets"]["single_domain"]
+    assert single["bar"] == 1.0 and single["pixels"] == [70] and single["vase"] == [30, 50]
+    assert single["ratio"] == pytest.approx(40 / 70) and single["met"] is False  # 0.57x > 0.5x
+    # a seed that never reaches the bar counts as the whole phase and the target is missed
+    results = [result("pixels", 0, 60), result("vase", 0, 20), result("vase", 1, 0, good=0.5)]
+    single = summarise(results, settings)["targets"]["single_domain"]
+    assert single["vase"] == [30, None] and single["ratio"] == pytest.approx(65 / 70) and not single["met"]
+    results = [result("pixels", 0, 60), result("vase", 0, 20), result("vase", 1, 30)]
+    single = summarise(results, settings)["targets"]["single_domain"]
+    assert single["ratio"] == pytest.approx(35 / 70) and single["met"] is True
+
+
 @pytest.mark.slow
 def test_benchmark_quick_mode_writes_every_field(tmp_path):
     import json
