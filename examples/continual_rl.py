@@ -8,7 +8,7 @@ comparison, one on raw pixels (``--arms vase,pixels,factors`` adds the ground-tr
 The plot shows return vs environment steps with the switches marked and, below, the domain
 VASE's learner infers at every rollout end.
 
-    python examples/continual_rl.py --quick            # about a minute: 3 phases of 8k steps, small learner
+    python examples/continual_rl.py --quick            # about a minute: 3 phases of 8k steps, short PPO rollouts
     python examples/continual_rl.py                    # 3 phases of 60k steps (an hour or more on 2 cores)
     python examples/continual_rl.py --phases 5         # A B A C A (letters as C)
 
@@ -41,12 +41,13 @@ from vase_rl.provenance import collect, write_json
 
 #: --quick: phases long enough for the learner to notice a switch, a quarter-width learner
 QUICK_PHASE_STEPS = 8192
-QUICK_VASE = {"pretrain_frames": 1024, "pretrain_updates": 150, "train_every": 64, "update_at": "auto"}
+QUICK_VASE = {"pretrain_frames": 2048, "pretrain_updates": 300, "train_every": 64, "update_at": "auto"}
 
 
 def quick_example_settings(task: str, phases: int, phase_steps: int) -> ContinualSettings:
-    """The benchmark's CI size (small learner, 4 envs, short PPO rollouts) with longer phases."""
+    """The benchmark's CI size (4 envs, short PPO rollouts) with the full learner and longer phases."""
     settings = quick_settings(task, QUICK_VASE)
+    settings.config_overrides = {}  # the full cpu32 learner: the quarter-width one notices no switch
     settings.phases = phases
     settings.phase_steps = phase_steps
     settings.early_steps = settings.recover_window = max(256, phase_steps // 8)
@@ -56,7 +57,7 @@ def quick_example_settings(task: str, phases: int, phase_steps: int) -> Continua
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short phases, small learner (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="short phases and PPO rollouts (about a minute of CPU)")
     parser.add_argument("--arms", default="vase,pixels", help="comma list: vase, vase_domain, cci_vae, pixels, factors")
     parser.add_argument("--task", default="sprites", choices=["sprites", "moving"])
     parser.add_argument("--phases", type=int, default=3, help="3: A B A, 5: A B A C A")
