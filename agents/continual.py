@@ -313,7 +313,7 @@ def run_arm(arm: str, settings: ContinualSettings, seed: int, verbose: bool = Tr
         "steps_per_cpu_second": (int(model.num_timesteps) + pretrain) / cpu_seconds,
         "episodes": len(log.records),
         "curve": binned_curve(log.records, settings.total_steps, settings.bin_steps),
-        "phases": phase_metrics(log.records, settings),
+        "phases": phase_metrics(log.records, settings, agent_start=pretrain),
     }
     if vec is not None:
         learner = vec.learner
@@ -376,12 +376,18 @@ def binned_curve(records: Sequence[Sequence[float]], total: int, bin_steps: int)
     return [[min((b + 1) * bin_steps, total), s / n, n] for b, (s, n) in sorted(sums.items())]
 
 
-def curve_steps_to(curve: Sequence[Sequence[float]], start: int, end: int, threshold: float, window: int) -> int | None:
+def curve_steps_to(
+    curve: Sequence[Sequence[float]], start: int, end: int, threshold: float, window: int, data_start: int = 0
+) -> int | None:
     """From a binned curve: steps after ``start`` until the mean return of the bins ending in the
     trailing ``window`` steps (weighted by their episodes, at least 5) first reaches
-    ``threshold``, within the phase ``[start, end)``; None if never."""
+    ``threshold``, within the phase ``[start, end)``; None if never. Only full windows of the
+    agent's own episodes count (window start >= ``data_start``, the agent's first step): the
+    first episodes to end after the envs reset together are the short ones, mostly successes."""
     bins = [c for c in curve if start < c[0] <= end]
     for i, c in enumerate(bins):
+        if c[0] - window < data_start:
+            continue
         kept = [b for b in bins[: i + 1] if b[0] > c[0] - window]
         n = sum(b[2] for b in kept)
         if n >= 5 and sum(b[1] * b[2] for b in kept) / n >= threshold:
@@ -397,21 +403,34 @@ def phase_of(step: float, settings: ContinualSettings) -> int:
 
 
 def _recover_steps(
-    records: Sequence[Sequence[float]], start: int, end: int, threshold: float, window: int, grid: int
+    records: Sequence[Sequence[float]],
+    start: int,
+    end: int,
+    threshold: float,
+    window: int,
+    grid: int,
+    data_start: int = 0,
 ) -> int | None:
     """Steps after ``start`` until the mean return of the episodes ending in the trailing
-    ``window`` steps first reaches ``threshold`` (checked every ``grid`` steps; at least 5 episodes)."""
+    ``window`` steps first reaches ``threshold`` (checked every ``grid`` steps; at least 5
+    episodes; only full windows after the agent's first step ``data_start``, as in
+    :func:`curve_steps_to`)."""
     ends = np.array([r[0] for r in records], dtype=float)
     values = np.array([r[1] for r in records], dtype=float)
     for s in range(grid, end - start + 1, grid):
+        if start + s - window < data_start:
+            continue
         sel = (ends >= start + s - window) & (ends < start + s)
         if sel.sum() >= 5 and values[sel].mean() >= threshold:
             return int(s)
     return None
 
 
-def phase_metrics(records: Sequence[Sequence[float]], settings: ContinualSettings) -> dict[str, Any]:
-    """Per-phase returns, steps to recover and forgetting (see the module docstring)."""
+def phase_metrics(
+    records: Sequence[Sequence[float]], settings: ContinualSettings, agent_start: int = 0
+) -> dict[str, Any]:
+    """Per-phase returns, steps to recover and forgetting (see the module docstring);
+    ``agent_start``: the agent's first step (after pretraining)."""
     length, domains = settings.phase_steps, settings.domains
     per_phase: list[dict[str, Any]] = []
     by_phase: list[list[Sequence[float]]] = [[] for _ in domains]
@@ -443,7 +462,13 @@ def phase_metrics(records: Sequence[Sequence[float]], settings: ContinualSetting
             None
             if threshold is None
             else _recover_steps(
-                by_phase[row["phase"]], row["start"], row["end"], threshold, settings.recover_window, settings.bin_steps
+                by_phase[row["phase"]],
+                row["start"],
+                row["end"],
+                threshold,
+                settings.recover_window,
+                settings.bin_steps,
+                agent_start,
             )
         )
     returns: list[dict[str, Any]] = []
@@ -557,13 +582,18 @@ def summarise(results: Sequence[dict[str, Any]], settings: ContinualSettings) ->
                             end,
                             settings.recover_fraction * c["final_return"],
                             settings.recover_window,
+                            r.get("pretrain_steps", 0),
                         )
                         for r, c in zip(rows, cells)
                     ],
                     # to the common bar: 0.9 x the ground-truth arm's final return of this phase
                     "ceiling_bar": bar,
                     "steps_to_ceiling_bar": [
-                        None if bar is None else curve_steps_to(r["curve"], start, end, bar, settings.recover_window)
+                        None
+                        if bar is None
+                        else curve_steps_to(
+                            r["curve"], start, end, bar, settings.recover_window, r.get("pretrain_steps", 0)
+                        )
                         for r in rows
                     ],
                 }
@@ -627,7 +657,9 @@ def _single_domain_steps(results: Sequence[dict[str, Any]], table: dict[str, Any
         entry["phases"][0]["pixels_final_bar"] = bar
         entry["phases"][0]["phase_length"] = settings.phase_steps
         entry["phases"][0]["steps_to_pixels_final"] = [
-            curve_steps_to(r["curve"], 0, settings.phase_steps, bar, settings.recover_window)
+            curve_steps_to(
+                r["curve"], 0, settings.phase_steps, bar, settings.recover_window, r.get("pretrain_steps", 0)
+            )
             for r in results
             if r["arm"] == arm
         ]

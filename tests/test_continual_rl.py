@@ -383,6 +383,21 @@ def test_phase_metrics_on_a_known_curve():
     assert back["phase"] == 2 and back["forgetting"] == pytest.approx(0.5) and back["retention"] == pytest.approx(0.5)
 
 
+def test_steps_to_a_return_need_a_full_window_of_the_agents_own_episodes():
+    from vase_rl.agents.continual import curve_steps_to
+
+    # the first bin after the agent starts holds only the episodes that ended early (successes)
+    curve = [[10, 2.0, 5], [20, 0.0, 5], [30, 0.0, 5], [40, 1.6, 5], [50, 1.6, 5]]
+    assert curve_steps_to(curve, 0, 100, 1.5, window=10) == 10  # a window of one bin: no protection
+    # window 20: bin 10 alone is no full window; (0, 20] averages 1.0, (20, 40] 0.8, (30, 50] 1.6
+    assert curve_steps_to(curve, 0, 100, 1.5, window=20) == 50
+    # after pretraining the agent starts at 30: windows must start there
+    late = [[c[0] + 30, *c[1:]] for c in curve]
+    assert curve_steps_to(late, 0, 100, 1.5, window=20) == 40  # fooled: (20, 40] holds one bin, 2.0
+    assert curve_steps_to(late, 0, 100, 1.5, window=20, data_start=30) == 80  # (60, 80]: 1.6
+    assert curve_steps_to(late, 0, 100, 0.5, window=20, data_start=30) == 50  # (30, 50]: 1.0
+
+
 def test_single_domain_target_counts_steps_to_the_pixels_final_return():
     from vase_rl.agents.continual import ContinualSettings, binned_curve, phase_metrics, summarise
 
