@@ -55,6 +55,8 @@ STREAMS: dict[str, tuple[list[tuple[str, float]], int]] = {
     "stationary": ([("moving_shapes", 5)], 1),
 }
 DEFAULT_STREAMS = ["shapes_digits", "digits_garments", "shapes_letters", "inverted", "texture", "stationary"]
+#: what a run's result depends on (its cache key and the JSON's provenance)
+CODE_PATHS = ["core", "envs", "evaluation", "benchmarks/bench_domain_inference.py"]
 NEAR_SWITCH = 15  # updates after a switch excluded from the stationary margin
 
 
@@ -271,6 +273,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", nargs="+", default=DEFAULT_STREAMS, choices=sorted(STREAMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    parser.add_argument(
+        "--stationary-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the stationary stream (default: --seeds)",
+    )
     parser.add_argument("--steps", type=int, default=600, help="updates per domain (the stationary stream has 5x)")
     parser.add_argument("--preset", default="cpu32")
     parser.add_argument(
@@ -287,7 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--doc", default=str(ROOT / "docs" / "DOMAIN_INFERENCE.md"))
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
-    from vase_rl.provenance import Timer, git_state, machine_summary, write_json
+    from vase_rl.provenance import Timer, code_state, machine_summary, write_json
+
+    # the code a run depends on, by content: committing docs or tests keeps the cache, any change
+    # to the library, the envs or this script starts afresh (uncommitted code is cached too)
+    code = code_state(CODE_PATHS)
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -298,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     key = hashlib.sha1(
         json.dumps(
             [
-                git_state()["commit"],
+                code["code_digest"],
                 args.preset,
                 overrides,
                 args.steps,
@@ -309,8 +322,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ).encode()
     ).hexdigest()[:12]
     cache_dir = ROOT / "runs" / "bench_domain_inference" / key
-    jobs = [(s, seed) for s in args.streams for seed in args.seeds]
-    caches = [None if git_state()["dirty"] else str(cache_dir / f"{s}_{seed}.json") for s, seed in jobs]
+    stationary_seeds = args.seeds if args.stationary_seeds is None else args.stationary_seeds
+    jobs = [(s, seed) for s in args.streams for seed in (stationary_seeds if s == "stationary" else args.seeds)]
+    caches = [str(cache_dir / f"{s}_{seed}.json") for s, seed in jobs]
     if args.fresh:
         caches = [None] * len(jobs)
     with Timer() as timer, ProcessPoolExecutor(args.jobs) as pool:
@@ -340,7 +354,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "runs": runs,
     }
-    out = write_json(args.out, payload, seeds=args.seeds, started=timer.started)
+    out = write_json(
+        args.out, payload, seeds=sorted(set(args.seeds) | set(stationary_seeds)), started=timer.started, code_state=code
+    )
     print(f"wrote {out}")
     if not args.no_doc:
         prov = json.loads(Path(out).read_text())["provenance"]

@@ -15,7 +15,6 @@ domain's reconstruction at the end (the price paid for remembering).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -89,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dreaming.json"))
     args = parser.parse_args(argv)
     jobs = [(name, ov, args.steps, seed) for name, ov in GRID for seed in args.seeds]
+    started = time.time()
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(run_one, jobs))
     summary = {}
@@ -111,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
         "summary": summary,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    from vase_rl.provenance import write_json
+
+    write_json(
+        args.out,
+        out,
+        command=out["command"],
+        seeds=args.seeds,
+        started=started,
+        code_paths=["core", "envs", "benchmarks/bench_dreaming.py"],
+    )
     print(
         "| weights | forgetting of shapes (nats), all seeds | same, seeds whose switch was found | "
         "shapes NLL before → after | digits NLL at end | domains |"

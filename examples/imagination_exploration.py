@@ -36,7 +36,6 @@ docs/figures/imagination_exploration.png (quick mode writes *_quick.* next to th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -411,8 +410,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": round(time.time() - t0, 1),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    from vase_rl.provenance import write_json
+
+    write_json(
+        out,
+        result,
+        command=result["command"],
+        seeds=seeds,
+        started=t0,
+        code_paths=["core", "envs", "evaluation", "examples/imagination_exploration.py"],
+    )
     title = (
         f"VASE cpu32, moving shapes ({args['stage_a']} updates) -> static digits ({args['stage_b']}), "
         f"imagination fraction {args['fraction']}, max shift {args['max_shift']}"

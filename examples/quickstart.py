@@ -37,14 +37,19 @@ def part1_stream(steps: int, out: Path, seed: int):
     stream = make_stream(["moving_shapes", "digits", "moving_shapes"], batch_size=64, seed=seed, steps_per_domain=steps)
     learner = VASE(VASEConfig.preset("cpu32"), seed=seed, device="cpu")
     true, pred = [], []
-
-    def record(stats):
-        pred.append(stats["domain"])
+    at_switch = []  # the model's state when the data change: does it hold real information yet?
+    last, previous = None, None
 
     t0 = time.perf_counter()
     for item in stream:
+        if true and item.domain != true[-1]:
+            at_switch.append(_state_at_switch(learner, item, last, previous))
         true.append(item.domain)
-        record(learner.update(item.images))
+        last, previous = learner.update(item.images), item.images
+        pred.append(last["domain"])
+        if at_switch and at_switch[-1]["found_after"] is None and pred[-1] != pred[-2]:
+            at_switch[-1]["found_after"] = item.step - at_switch[-1]["update"] + 1
+            at_switch[-1]["decided"] = f"{last['event']} -> domain {pred[-1]}"
         if item.step % max(1, steps // 4) == 0:
             print(
                 f"  update {item.step:5d}  true={item.domain_name:14s} inferred domain={pred[-1]}  "
@@ -62,11 +67,40 @@ def part1_stream(steps: int, out: Path, seed: int):
         "mean_detection_delay": bounds["mean_delay"],
         "adjusted_rand_index": agree["ari"],
         "reidentification_rate": reid["rate"],
+        "at_switches": at_switch,
     }
-    print("  " + json.dumps(summary))
+    for sw in at_switch:
+        print(
+            f"  switch at update {sw['update']} to {sw['to']}: capacity C={sw['capacity']:.1f} nats, "
+            f"KL={sw['kl']:.1f} nats, the current domain explained {sw['explained_fraction_before']:.2f} of its own "
+            f"images and {sw['explained_fraction_new']:.2f} of the new ones; "
+            + (
+                f"found after {sw['found_after']} update(s) ({sw['decided']})"
+                if sw["found_after"] is not None
+                else "no change of domain"
+            )
+        )
+    print("  " + json.dumps({k: v for k, v in summary.items() if k != "at_switches"}))
     learner.save(out / "vase_stream.pt")
     _figure(learner, stream, out / "quickstart_stream.png")
     return learner, summary
+
+
+def _state_at_switch(learner, item, last: dict, previous_images) -> dict:
+    """C, KL and how much of its own data and of the new data the current domain explains
+    (explained fraction: 1 = perfect, 0 = no better than the mean intensity), just before the
+    first batch of a new domain reaches the learner."""
+    domain = int(last["domain"])
+    return {
+        "update": int(item.step),
+        "to": item.domain_name,
+        "capacity": float(last["capacity"]),
+        "kl": float(last["kl"]),
+        "explained_fraction_before": learner.explained_fraction(previous_images, domain=domain),
+        "explained_fraction_new": learner.explained_fraction(item.images, domain=domain),
+        "found_after": None,
+        "decided": None,
+    }
 
 
 def _figure(learner, stream, path: Path) -> None:

@@ -16,6 +16,16 @@ def test_paper_preset_has_table2_values():
     assert c.mask_threshold_low < PAPER["atypicality_threshold"] < c.mask_threshold_high
 
 
+def test_paper_exact_preset_switches_off_every_addition():
+    exact, robust = VASEConfig.preset("paper64_exact"), VASEConfig.preset("paper64")
+    assert exact.domain_test == "ratio" and robust.domain_test == "evidence"
+    assert exact.capacity_lead is None and exact.grad_clip is None and exact.masked_prior_weight == 0
+    assert exact.used_estimator == "noise_fit" and not exact.hold_while_pending and exact.patience == 1
+    # the network and table-2 values are the same; only the rules differ
+    same = ("image_shape", "latent_dim", "gamma", "capacity_max", "capacity_increment", "kappa", "learning_rate")
+    assert all(getattr(exact, f) == getattr(robust, f) for f in same)
+
+
 def test_presets_and_overrides():
     assert {"paper64", "cpu32", "cci_vae", "entangled"} <= set(preset_names())
     cci = VASEConfig.preset("cci_vae", image_shape=(1, 32, 32))

@@ -120,6 +120,36 @@ def test_a_shifted_batch_is_held_then_a_new_domain_allocated_within_two_batches(
     assert decision.event == "new" and decision.statistic > 5 and decision.episode[0][2] == 0
 
 
+class DriftView(View):
+    """A scripted batch whose learner also reports how much its recent own images lost."""
+
+    def __init__(self, fractions, drift, **kw):
+        super().__init__(fractions, **kw)
+        self.drift = drift
+
+    def model_drift(self):
+        return self.drift
+
+
+@pytest.mark.parametrize("drift, expected", [(0.0, "new"), (0.1, "new"), (0.3, "stay"), (0.5, "stay")])
+def test_an_alarm_the_models_own_drift_explains_keeps_the_domain(drift, expected):
+    # the held batches dropped 0.5 below the reference (0.8 -> 0.3): a new domain unless the
+    # model's recent images of the current domain lost at least half of that drop themselves
+    m = _evidence()
+    first = m.decide(3, DriftView({0: 0.3}, drift))
+    assert first.event == "held"
+    second = m.decide(4, DriftView({0: 0.3}, drift))
+    assert (second.event, second.train) == (expected, True)
+    if expected == "stay":
+        assert second.domain == 0 and m.num_domains == 1 and m.evidence == 0.0
+        assert m.log[-1].vote == "model_drift" and m.log[-1].candidate_statistic == drift
+        # the reference is re-based to the level the model has now: the same data builds no evidence
+        assert m.records[0].score_mean == pytest.approx(0.3, abs=0.01)
+        assert m.decide(5, DriftView({0: 0.3}, 0.0)).event == "stay"
+    else:
+        assert second.domain == 1 and m.num_domains == 2
+
+
 def test_a_single_odd_batch_does_not_allocate():
     m = _evidence()
     assert m.decide(3, View({0: 0.0})).event == "held"

@@ -377,3 +377,48 @@ def test_no_mask_collapse_on_the_fast_ramp(seed):
             lowest = min(lowest, stats["active_latents"])
     assert lowest >= cfg.latent_dim // 2 and learner.num_domains == 1
     assert stats["kl"] > 3.0  # the representation holds the information C asks for
+
+
+def test_explained_fraction_rises_with_training_and_checks_its_domain(tiny_config, rng):
+    from vase_rl.objectives import explained_fraction
+
+    learner = VASE(tiny_config, seed=0)
+    images = squares(rng, 32)
+    with pytest.raises(ValueError, match="no domain yet"):
+        learner.explained_fraction(images)
+    learner.update(images)
+    untrained = learner.explained_fraction(images)
+    for _ in range(40):
+        learner.update(images)
+    trained = learner.explained_fraction(images)
+    assert -1.0 <= untrained < trained <= 1.0
+    # the same number by hand: masked posterior means through the domain's decoder
+    x = learner._prep(images)
+    with torch.no_grad():
+        z = torch.as_tensor(learner.encode(images), device=learner.device)
+        nll = learner._nll(learner._decode_net(learner.decoder, z, 0), x)
+        by_hand = explained_fraction(nll, x, tiny_config.likelihood, tiny_config.gaussian_std).mean()
+    assert trained == pytest.approx(float(by_hand), abs=1e-5)
+    with pytest.raises(ValueError, match="does not exist"):
+        learner.explained_fraction(images, domain=5)
+
+
+def test_model_drift_measures_what_the_model_lost_on_its_recent_images(tiny_config, rng, tmp_path):
+    learner = VASE(tiny_config.replace(capacity_increment=1 / 200, capacity_max=10.0), seed=0)
+    assert learner.model_drift() == 0.0  # nothing kept yet
+    for _ in range(120):
+        learner.update(squares(rng, 32))
+    assert learner._recent_probe is not None and learner._recent_probe[0] == learner.current_domain
+    assert learner.model_drift() < 0.05  # healthy steps lose little
+    # damage the decoder as a bad training step could: the recent images lose what it costs them
+    domain, images, then = learner._recent_probe
+    with torch.no_grad():  # a decoder that draws the same grey for every image
+        for p in learner.decoder.parameters():
+            p.zero_()
+    now = learner.explained_fraction((images.cpu().numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1))
+    assert then > -0.5 and now == pytest.approx(-1.0)  # it had learnt something; now it is worse than trivial
+    assert learner.model_drift() == pytest.approx(then - now, abs=1e-4)
+    # kept in checkpoints
+    learner.save(tmp_path / "v.pt")
+    again = VASE.load(tmp_path / "v.pt")
+    assert again.model_drift() == pytest.approx(learner.model_drift(), abs=1e-6)

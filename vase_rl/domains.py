@@ -77,6 +77,7 @@ _CAP_FRACTION = 0.6  # largest per-batch increment as a fraction of the threshol
 _HOLD_FRACTION = 0.25  # evidence above h / 4 holds the batch
 _FIT_FRACTION = 0.5  # a stored domain fits when its mean deficit is below k + h / 2
 _REIDENTIFY_RATIO = 0.25  # ... or below a quarter of the alarming domain's mean deficit (forgetting)
+_DRIFT_SHARE = 0.5  # an alarm is the model's own drift when its recent images lost this share of the drop
 _MASK_JUMP_SD = 5.0  # a mask jump must exceed the latent's running alpha by this many of its spreads
 
 
@@ -173,6 +174,9 @@ class BatchView(Protocol):
 
     # optional: explained fraction the model has lost on a stored domain since it was left
     # def forgetting(self, domain: int) -> float: ...
+    # optional: explained fraction the model has lost on recent accepted images of the current
+    # domain (its own drift, not the data's)
+    # def model_drift(self) -> float: ...
 
 
 @dataclass
@@ -206,12 +210,15 @@ class Decision:
     candidate_loss: float  # L of the candidate (NLL minus constant)
     reference_loss: float | None  # the candidate's L̃
     mask_disagreement: int
-    vote: str  # "warmup", "fits", "evidence", "mask", "loss", "reuse", "current_fits", "first"
+    # evidence rule: "warmup", "fits", "evidence", "mask", "better_fit", "model_drift", "first";
+    # ratio rule: "loss", "mask", "reuse", "current_fits"
+    vote: str
     chosen: int
     event: str  # "stay", "held", "switch", "new", "pending", "max_domains"
     statistic: float | None = None  # evidence rule: standardised deficit t of the current domain
     evidence: float | None = None  # evidence rule: CUSUM after this batch
-    candidate_statistic: float | None = None  # evidence rule: the candidate's mean deficit over the alarm
+    # evidence rule: the candidate's mean deficit over the alarm (model_drift: the fraction the recent images lost)
+    candidate_statistic: float | None = None
     # evidence rule, at an alarm: per domain [mean deficit (forgetting-corrected for stored domains),
     # mean explained fraction, batches with mask jumps, forgetting]
     episode: dict[int, list[float]] | None = None
@@ -538,6 +545,9 @@ class DomainMemory:
     def _resolve_alarm(self, step: int, view: BatchView, t: float, jumps: int) -> Verdict:
         cur = self.current
         count = self.episode[cur].count
+        drifted = self._model_drift(step, view, t, jumps)
+        if drifted is not None:
+            return drifted
         # the mask test is evidence against the current domain; it does not veto re-identifying a
         # stored one (the shared encoder drifts on a domain's data while the stream is elsewhere,
         # so a returning domain's used latents may look atypical at first): jumps only break ties
@@ -605,6 +615,38 @@ class DomainMemory:
         score = view.score(chosen)
         self._accept(chosen, score, view.alpha)
         return Verdict(chosen, event, True, score.mask, t, 0.0)
+
+    def _model_drift(self, step: int, view: BatchView, t: float, jumps: int) -> Verdict | None:
+        """Did the *model* change rather than the data? A training step can degrade the model on
+        its own domain (a capacity push, a mask or snapshot change); while batches are held the
+        model is frozen in that state, so the evidence grows on unchanged data. The learner keeps
+        recent accepted images of the current domain with the score they had (``model_drift``):
+        if they lost at least half of the drop the held batches show, the drop is the model's,
+        the domain stays, its reference is re-based to the level it has now and training resumes.
+        After a real change of data the model has trained on at most a batch or two of it, so the
+        recent images keep their score and the alarm stands."""
+        drift_of = getattr(view, "model_drift", None)
+        cur = self.current
+        rec, entry = self.records[cur], self.episode[cur]
+        if drift_of is None or rec.score_mean is None or entry.count == 0:
+            return None
+        drop = rec.score_mean - entry.fraction_mean
+        lost = float(drift_of())
+        if not (drop > 0 and math.isfinite(lost) and lost >= _DRIFT_SHARE * drop):
+            return None
+        episode = {d: [e.mean, e.fraction_mean, e.mask_jumps, e.forgetting] for d, e in self.episode.items()}
+        score = view.score(cur)
+        self._log(
+            Decision(
+                step, cur, cur, score.recon_loss, rec.reference_recon_loss, jumps, "model_drift", cur, "stay",
+                statistic=t, evidence=self.evidence, candidate_statistic=lost, episode=episode,
+            ),
+            force=True,
+        )  # fmt: skip
+        rec.score_mean = entry.fraction_mean
+        self.evidence, self.episode, self.advantage = 0.0, {}, {}
+        self._accept(cur, score, view.alpha)
+        return Verdict(cur, "stay", True, score.mask, t, 0.0)
 
     def _decide_ratio(self, step: int, view: BatchView) -> Verdict:
         cur = self.current

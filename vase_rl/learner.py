@@ -145,6 +145,9 @@ class VASE:
         self.num_updates = 0
         self._grad_norm_avg: float | None = None  # running average of the clipped gradient norm
         self._probes: dict[int, torch.Tensor] = {}  # per left domain: the model's own images of it
+        # recent accepted images of the current domain and their explained fraction then (domain,
+        # images, fraction): what the model lost on them is its own drift (DomainMemory._model_drift)
+        self._recent_probe: tuple[int, torch.Tensor, float] | None = None
         self.skipped_updates = 0
         self._consecutive_nonfinite = 0
         self.last_atypicality: np.ndarray | None = None
@@ -323,6 +326,7 @@ class VASE:
             verdict = view.stay()
         if self.memory.current != previous:  # the stream left ``previous``: remember what it could do
             self._capture_probe(previous)
+        self._capture_recent(verdict, x_real, step)
         chosen = verdict.domain
         mask_used = verdict.mask.to(self.device)
         nll_used = view.nll(chosen, mask_used)
@@ -466,6 +470,31 @@ class VASE:
             images = images.contiguous(memory_format=torch.channels_last)
         self._probes[domain] = images.detach()
         self.memory.records[domain].probe_fraction = self._probe_fraction(domain, images)
+
+    @torch.no_grad()
+    def _capture_recent(self, verdict: Any, x_real: torch.Tensor, step: int, n: int = 32) -> None:
+        """Keep recent images of the current domain from a batch accepted with no evidence of a
+        change (every ``recheck_every`` updates), with the explained fraction they have now."""
+        cfg = self.config
+        if not (cfg.domain_inference and cfg.domain_test == "evidence"):
+            return
+        if not (verdict.train and verdict.event == "stay" and self.memory.evidence == 0.0):
+            return
+        recent = self._recent_probe
+        if recent is not None and recent[0] == verdict.domain and step % cfg.recheck_every:
+            return
+        images = x_real[:n].detach().clone()
+        self._recent_probe = (int(verdict.domain), images, self._probe_fraction(int(verdict.domain), images))
+
+    def model_drift(self) -> float:
+        """Explained fraction the model has lost on recent accepted images of the current domain
+        since they were kept (0 when there are none): a drop of the current domain's scores that
+        these images share is the model's, not the data's."""
+        recent = self._recent_probe
+        if recent is None or recent[0] != self.memory.current:
+            return 0.0
+        domain, images, then = recent
+        return max(0.0, then - self._probe_fraction(domain, images))
 
     def forgetting(self, domain: int) -> float:
         """Explained fraction the model has lost on ``domain``'s probe images since the stream
@@ -781,6 +810,16 @@ class VASE:
         params = self._decode_net(self.decoder, zt, self._check_domain(domain))
         return pixel_means(params, self.config.likelihood).cpu().numpy()
 
+    @torch.no_grad()
+    def explained_fraction(self, batch: Any, domain: int | None = None) -> float:
+        """How well ``domain`` (default: current) rebuilds ``batch`` from its masked posterior
+        means, as the mean explained fraction (``objectives.explained_fraction``): 1 for a perfect
+        reconstruction, 0 for no better than each image's mean intensity, negative for worse."""
+        if self.num_domains == 0:
+            raise ValueError("this learner has no domain yet: call update() on some images first")
+        self._eval_mode()
+        return self._probe_fraction(self._check_domain(domain), self._prep(batch))
+
     def reconstruct(self, batch: Any, domain: int | None = None) -> np.ndarray:
         """Decode the masked posterior means of ``batch`` as ``domain`` (default: current)."""
         return self.decode(self.encode(batch, domain), domain)
@@ -825,6 +864,9 @@ class VASE:
             "num_updates": self.num_updates,
             "grad_norm_avg": self._grad_norm_avg,
             "probes": {int(d): t.detach().cpu().contiguous() for d, t in self._probes.items()},
+            "recent_probe": None
+            if self._recent_probe is None
+            else (self._recent_probe[0], self._recent_probe[1].detach().cpu().contiguous(), self._recent_probe[2]),
             "skipped_updates": self.skipped_updates,
             "imagination": None if self.imagination is None else self.imagination.state_dict(),
             "window": self.window.state_dict(),
@@ -912,6 +954,10 @@ class VASE:
             learner.num_updates = int(state["num_updates"])
             learner._grad_norm_avg = state.get("grad_norm_avg")
             learner._probes = {int(d): t.to(learner.device) for d, t in (state.get("probes") or {}).items()}
+            recent = state.get("recent_probe")
+            learner._recent_probe = (
+                None if recent is None else (int(recent[0]), recent[1].to(learner.device), float(recent[2]))
+            )
             learner.skipped_updates = int(state["skipped_updates"])
             learner._amp_enabled = learner._resolve_precision(state.get("execution"))
         except (KeyError, RuntimeError, TypeError) as err:
@@ -976,6 +1022,7 @@ class _BatchView:
         self._scores: dict[int, BatchScore] = {}
         self._reference_nll: tuple[torch.Tensor, torch.Tensor] | None = None
         self._forgetting: dict[int, float] = {}
+        self._model_drift: float | None = None
 
     def nll(self, domain: int, mask: torch.Tensor) -> torch.Tensor:
         """Per-example NLL of the batch decoded as ``domain`` with ``mask`` (cached)."""
@@ -1008,6 +1055,11 @@ class _BatchView:
                 fractions=frac,
             )
         return self._scores[domain]
+
+    def model_drift(self) -> float:
+        if self._model_drift is None:
+            self._model_drift = self.learner.model_drift()
+        return self._model_drift
 
     def forgetting(self, domain: int) -> float:
         if domain not in self._forgetting:
