@@ -12,8 +12,21 @@ once per rollout (``_on_rollout_end``, so the values land in that iteration's lo
   ``max_domains`` (domain-inference decisions since the last log);
 * ``vase/active_latents``, ``vase/used_latents``, ``vase/num_updates``, ``vase/frames_seen``.
 
+**Rollout boundaries.** For an on-policy agent (PPO, A2C) the callback drives the wrapper's
+rollout boundaries: at ``_init_callback`` it tells the wrapper so (``drive_rollouts``: with the
+default ``update_at="auto"`` VASE's updates then wait for the boundary) and grows the learner's
+window to hold one rollout; at every ``_on_rollout_end`` it calls ``end_rollout()`` (the updates
+run there), re-encodes the agent's pending observation (``model._last_obs``, through the
+``VecNormalize`` layers above) with the updated encoder, so every observation of a rollout comes
+from one encoder, and logs ``vase/boundary_updates``. ``update_at_rollout_end=False`` leaves the
+wrapper's schedule alone. With ``measure_drift=True`` it also measures, per rollout, how much the
+agent's action distribution moved because of the encoder alone, the normaliser alone and PPO's
+own update (:class:`vase_rl.agents.drift.DriftMeter`), logged as ``drift/*``.
+
 With ``save_freq > 0`` it saves the whole stack every ``save_freq`` calls (as
-``CheckpointCallback`` counts them) into the folder ``{save_path}/{name_prefix}_{steps}_steps/``
+``CheckpointCallback`` counts them; while it drives rollout boundaries, a save that falls due
+inside a rollout is written at that rollout's end, after the updates that waited for it, so the
+saved encoder is the one the agent sees next) into the folder ``{save_path}/{name_prefix}_{steps}_steps/``
 with :func:`vase_rl.agents.stack.save_stack`: the learner (``vase.pt``), the statistics of every
 ``VecNormalize`` above it, and the agent (``agent.zip``, unless ``save_model=False``);
 :func:`vase_rl.agents.stack.load_stack` restores it as trained.
@@ -28,14 +41,18 @@ Nothing here needs tensorboard, tqdm or rich.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecNormalize as VecNormalizeType
 
 from vase_rl.wrappers import VASEWrapper, VecVASE, find_vec_vase_in
 
+from .drift import DriftMeter, layers_above
 from .stack import FINGERPRINT_ATTRIBUTE, attach_fingerprint, save_stack
 from .stack import check_representation as _check_representation
 
@@ -57,6 +74,11 @@ class VASECallback(BaseCallback):
         save_model: save the agent in each checkpoint too (default; ``False``: env layers only).
         check_representation: at the start of training, refuse an agent whose stored fingerprint
             does not match the env's representation (``False``: warn).
+        update_at_rollout_end: drive the wrapper's rollout boundaries for on-policy agents (see
+            the module docstring); ``False`` leaves its schedule as it is.
+        measure_drift: measure the per-rollout drift of the agent's action distribution caused
+            by the encoder, the normaliser and PPO's update (``drift/*``, ``drift_meter.history``).
+        drift_sample: frames per drift measurement.
         verbose: 1 prints where checkpoints go.
     """
 
@@ -68,6 +90,9 @@ class VASECallback(BaseCallback):
         name_prefix: str = "vase",
         save_model: bool = True,
         check_representation: bool = True,
+        update_at_rollout_end: bool = True,
+        measure_drift: bool = False,
+        drift_sample: int = 256,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -86,6 +111,13 @@ class VASECallback(BaseCallback):
         self._last_update: int | None = None
         self._rollouts = 0
         self.last_stats: dict[str, Any] = {}
+        self.update_at_rollout_end = bool(update_at_rollout_end)
+        self.drift_meter: DriftMeter | None = DriftMeter(drift_sample) if measure_drift else None
+        self.boundary_updates: list[tuple[int, int]] = []  # (timestep, updates run at that boundary)
+        self._driving = False
+        self._save_due = False
+        self._warned_refresh = False
+        self._drift_stride = 1
 
     # ------------------------------------------------------------------ SB3 hooks
     def _init_callback(self) -> None:
@@ -103,21 +135,102 @@ class VASECallback(BaseCallback):
             os.makedirs(self.save_path, exist_ok=True)
         if self.found and getattr(self.model, FINGERPRINT_ATTRIBUTE, None) is not None:
             _check_representation(self.model, env, strict=self.check_representation)
+        self._driving = self.found and self.update_at_rollout_end and isinstance(self.model, OnPolicyAlgorithm)
+        if self.drift_meter is not None:  # collect about drift_sample observations per rollout
+            per_rollout = int(getattr(self.model, "n_steps", 1)) * int(env.num_envs)
+            self._drift_stride = max(1, per_rollout // max(self.drift_meter.sample, 1))
+        if self._driving:
+            self._drive(True)
+            frames = int(self.model.n_steps) * int(env.num_envs)
+            if self._vec is not None:
+                self._vec.feed.fit_window_to_rollout(frames + frames // 4)  # terminal frames come too
+            else:
+                env.env_method("fit_window_to_rollout", max(2, int(self.model.n_steps) * 5 // 4), indices=self._indices)
+
+    @property
+    def _indices(self) -> list[int]:
+        return [i for i, wrapped in enumerate(self.training_env.env_is_wrapped(VASEWrapper)) if wrapped]
+
+    def _drive(self, flag: bool) -> None:
+        if self._vec is not None:
+            self._vec.drive_rollouts(flag)
+        elif self._per_env:
+            self.training_env.env_method("drive_rollouts", flag, indices=self._indices)
 
     def _on_rollout_end(self) -> None:
         self._rollouts += 1
+        ran = self.end_rollout() if self._driving else 0
+        if self._driving:
+            self.boundary_updates.append((int(self.num_timesteps), ran))
+            self.logger.record("vase/boundary_updates", ran)
+        if self.drift_meter is not None and self._vec is not None:
+            drift = self.drift_meter.measure(self.model.policy, self.model.get_env(), self._vec, self.num_timesteps)
+            for key, value in drift.items():
+                self.logger.record(f"drift/{key}", value)
         if self.log_freq and self._rollouts % self.log_freq == 0:
             self.log_stats()
         if self.found:
             attach_fingerprint(self.model, self.training_env)
+        if self._save_due:
+            self._save_due = False
+            self.save_checkpoint()
 
     def _on_training_end(self) -> None:
+        if self._driving:
+            self._drive(False)  # stepping the env by hand afterwards updates at once again
         if self.found:
             attach_fingerprint(self.model, self.training_env)
 
+    def end_rollout(self) -> int:
+        """Run the updates that waited for this rollout boundary and make the agent's next
+        observation come from the updated encoder; returns how many updates ran."""
+        if self._vec is not None:
+            ran = int(self._vec.end_rollout())
+            if ran:
+                self.refresh_last_obs()
+            return ran
+        if self._per_env:
+            # per-env learners in the sub-envs: their next observation comes from the new encoder
+            # (the agent's pending one was encoded before: one observation per env and rollout)
+            return int(sum(self.training_env.env_method("end_rollout", indices=self._indices)))
+        return 0
+
+    def refresh_last_obs(self) -> bool:
+        """Re-encode the raw observations the agent acts on next (``model._last_obs``) with the
+        current encoder and pass them through the ``VecNormalize`` layers above ``VecVASE``
+        (without updating their statistics). False when a layer above cannot be replayed
+        (e.g. ``VecFrameStack``): the first observation of the next rollout then comes from
+        the encoder of the previous one."""
+        vec, model = self._vec, self.model
+        if vec is None or vec.old_obs is None or getattr(model, "_last_obs", None) is None:
+            return False
+        layers = layers_above(model.get_env(), vec)
+        if layers is None:
+            if not self._warned_refresh:
+                warnings.warn(
+                    "VASECallback: a layer between VecVASE and the agent (e.g. VecFrameStack) cannot be replayed, so "
+                    "the first observation of each rollout comes from the previous rollout's encoder",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._warned_refresh = True
+            return False
+        latents = vec.feed.output(vec.encode(vec.old_obs), vec.old_obs)
+        for layer in reversed(layers):  # innermost first: each keeps the unnormalised input it saw
+            if isinstance(layer, VecNormalizeType):
+                layer.old_obs = latents
+                latents = layer.normalize_obs(latents)
+        model._last_obs = latents
+        return True
+
     def _on_step(self) -> bool:
+        if self.drift_meter is not None and self._vec is not None and self.n_calls % self._drift_stride == 0:
+            self.drift_meter.collect(self._vec)
         if self.save_freq > 0 and self.n_calls % self.save_freq == 0:
-            self.save_checkpoint()
+            if self._driving:
+                self._save_due = True  # at the rollout end, once the waiting updates ran
+            else:
+                self.save_checkpoint()
         return True
 
     # ------------------------------------------------------------------ work

@@ -8,9 +8,13 @@ depends on what the sprite is *and* where it is: an agent needs both identity an
 latents. Reward per step: decrease in distance to the goal - 0.01, plus 1 on reaching the
 goal (which ends the episode); episodes are truncated after ``max_steps``.
 
+``num_classes=k`` keeps only the first k classes of every family and puts the same k goals on
+the ring for all of them, so class i of the shapes and class i of the digits go to the same
+goal: the task is the same and only its look changes between domains.
+
 ``DomainSequenceEnv`` is the same task whose sprite family / variant switches on a schedule
-(every N episodes or steps, fixed cyclic or random order, with returns to earlier domains)
-without telling the agent. ``info`` carries the ground truth for evaluation only:
+(every N episodes or steps, or blocks of given lengths; fixed cyclic or random order, with
+returns to earlier domains) without telling the agent. ``info`` carries the ground truth for evaluation only:
 ``domain`` (id), ``domain_name``, ``factors`` (the 7 factor columns of the families),
 ``class``, ``position``, ``goal``, ``distance`` and ``is_success``.
 
@@ -83,6 +87,7 @@ class SpriteTaskEnv(gym.Env):
         goal_radius: float | None = None,
         family_seed: int = 0,
         render_mode: str | None = None,
+        num_classes: int | None = None,
     ):
         self._setup(
             [domain],
@@ -95,6 +100,7 @@ class SpriteTaskEnv(gym.Env):
             goal_radius,
             family_seed,
             render_mode,
+            num_classes,
         )
 
     def _setup(
@@ -109,6 +115,7 @@ class SpriteTaskEnv(gym.Env):
         goal_radius,
         family_seed,
         render_mode,
+        num_classes=None,
     ):
         self.image_size, self.channels = validate_image_args(image_size, channels)
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
@@ -136,7 +143,19 @@ class SpriteTaskEnv(gym.Env):
                     f"domain {name!r} fills the frame, so the sprite's position could not be seen; "
                     f"use 'moving_{name}' (a smaller sprite) instead"
                 )
-        self._goals = [goal_layout(f.num_classes, goal_radius) for f in self.families]
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+                raise ValueError(
+                    f"num_classes must be a positive integer (classes kept per family), got {num_classes!r}"
+                )
+            fewest = min(f.num_classes for f in self.families)
+            if num_classes > fewest:
+                smallest = self.domain_names[[f.num_classes for f in self.families].index(fewest)]
+                raise ValueError(
+                    f"num_classes={num_classes} but domain {smallest!r} has only {fewest} classes; use num_classes <= {fewest}"
+                )
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self._goals = [goal_layout(self.num_classes or f.num_classes, goal_radius) for f in self.families]
         self.observation_space = spaces.Box(
             0, 255, shape=(self.image_size, self.image_size, self.channels), dtype=np.uint8
         )
@@ -198,9 +217,21 @@ class SpriteTaskEnv(gym.Env):
         return 2 if delta[1] > 0 else 1
 
     # ----- episode logic
-    def _new_sprite(self, keep_position: bool) -> None:
+    def _sample_sprite(self) -> np.ndarray:
+        """One factor row of the current family (of its first ``num_classes`` classes)."""
         fam = self.family
-        self._factors = fam.sample_factors(1, self.np_random)[0]
+        if self.num_classes is None:
+            return fam.sample_factors(1, self.np_random)[0]
+        classes = fam.factor_values[0][: self.num_classes]
+        for _ in range(1000):
+            rows = fam.sample_factors(16, self.np_random)
+            kept = rows[np.isin(rows[:, 0], classes)]
+            if len(kept):
+                return kept[0]
+        raise RuntimeError(f"could not draw a sprite of the first {self.num_classes} classes of {self.domain_name!r}")
+
+    def _new_sprite(self, keep_position: bool) -> None:
+        self._factors = self._sample_sprite()
         if keep_position:
             return
         centre, radius = self.goal, self.goal_radius
@@ -286,9 +317,12 @@ class DomainSequenceEnv(SpriteTaskEnv):
     """The sprite task on a piece-wise stationary schedule of domains (see the module docstring).
 
     ``domains`` may repeat names (returns); ``switch_every`` counts ``switch_unit`` =
-    "episodes" or "steps"; ``order`` = "fixed" cycles through ``domains``, "random" draws the
-    next domain uniformly among the others. A switch mid-episode replaces the sprite by one of
-    the new domain at the same position.
+    "episodes" or "steps" — one number (every block as long), or a list of block lengths (block
+    i lasts ``switch_every[i % len]``); ``order`` = "fixed" cycles through ``domains``, "random"
+    draws the next domain uniformly among the others. A switch mid-episode replaces the sprite
+    by one of the new domain at the same position. Steps are this env's own: n envs stepped
+    together (a vector env) switch together after ``n x`` as many environment steps in all.
+    ``info["block"]`` is the index of the current block.
     """
 
     def __init__(
@@ -306,20 +340,25 @@ class DomainSequenceEnv(SpriteTaskEnv):
         goal_radius: float | None = None,
         family_seed: int = 0,
         render_mode: str | None = None,
+        num_classes: int | None = None,
     ):
         if isinstance(domains, str):
             domains = [domains]
         domains = list(domains)
         if not domains:
             raise ValueError("domains is empty; pass e.g. ['moving_shapes', 'moving_digits', 'moving_shapes']")
-        if isinstance(switch_every, bool) or not isinstance(switch_every, (int, np.integer)) or switch_every < 1:
-            raise ValueError(f"switch_every must be a positive integer, got {switch_every!r}")
+        lengths = list(switch_every) if isinstance(switch_every, (list, tuple)) else [switch_every]
+        if not lengths or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in lengths):
+            raise ValueError(
+                f"switch_every must be a positive integer or a non-empty list of them (block lengths), got {switch_every!r}"
+            )
         if switch_unit not in ("episodes", "steps"):
             raise ValueError(f"switch_unit must be 'episodes' or 'steps', got {switch_unit!r}")
         if order not in ("fixed", "random"):
             raise ValueError(f"order must be 'fixed' or 'random', got {order!r}")
         self.schedule = domains
-        self.switch_every = int(switch_every)
+        self.block_lengths = [int(v) for v in lengths]
+        self.switch_every = self.block_lengths[0] if len(self.block_lengths) == 1 else list(self.block_lengths)
         self.switch_unit = switch_unit
         self.order = order
         self._setup(
@@ -333,6 +372,7 @@ class DomainSequenceEnv(SpriteTaskEnv):
             goal_radius,
             family_seed,
             render_mode,
+            num_classes,
         )
         self._schedule_rng: np.random.Generator | None = None
         self._block = -1
@@ -363,17 +403,37 @@ class DomainSequenceEnv(SpriteTaskEnv):
             self._schedule_rng = np.random.default_rng(self.np_random.integers(0, 2**63 - 1))
             self._block, self._count, self._slot = -1, 0, 0
         if self.switch_unit == "episodes":
-            self._advance(self._count // self.switch_every)
+            self._advance(self.block_at(self._count))
             self._count += 1
         else:
-            self._advance(self._count // self.switch_every)
+            self._advance(self.block_at(self._count))
 
     def _before_step(self) -> None:
         if self.switch_unit != "steps":
             return
         self._count += 1
-        if self._advance(self._count // self.switch_every):
+        if self._advance(self.block_at(self._count)):
             self._new_sprite(keep_position=True)
+
+    def block_at(self, count: int) -> int:
+        """The block that episode/step number ``count`` (from the schedule's start) falls in."""
+        lengths = self.block_lengths
+        if len(lengths) == 1:
+            return int(count) // lengths[0]
+        cycle = sum(lengths)
+        full, rest = divmod(int(count), cycle)
+        block = full * len(lengths)
+        for length in lengths:
+            if rest < length:
+                return block
+            rest -= length
+            block += 1
+        return block  # pragma: no cover - rest < cycle
+
+    def _info(self) -> dict[str, Any]:
+        info = super()._info()
+        info["block"] = int(self._block)
+        return info
 
     @property
     def schedule_position(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ are normalised for PPO by SB3's ``VecNormalize`` (``ppo_on_latents(normalize=Tru
     python examples/ppo_on_latents.py --quick          # well under a minute
     python examples/ppo_on_latents.py                  # 150k steps (a few minutes on 2 cores)
     python examples/ppo_on_latents.py --subproc        # environments in worker processes
+    python examples/ppo_on_latents.py --pretrain-frames 16384 --freeze-after-pretraining
 
 Outputs in ``--out`` (default ``runs/ppo_on_latents``): ``returns.csv``, ``returns.png``
 (needs matplotlib), ``stack/`` (``vase.pt``, ``vecnormalize.pkl``, ``agent.zip``, ``stack.json``),
@@ -81,6 +82,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="VASE learner device")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
     parser.add_argument("--out", default="runs/ppo_on_latents")
+    parser.add_argument(
+        "--pretrain-frames", type=int, default=0, help="VASE learns from this many random-policy frames first"
+    )
+    parser.add_argument(
+        "--freeze-after-pretraining", action="store_true", help="and then stays frozen (docs/RL.md: drift control)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = args.steps or (3072 if args.quick else 150_000)
@@ -91,6 +98,11 @@ def main() -> None:
     if args.quick:
         config = config.replace(width=0.25, latent_dim=8)
         ppo_kwargs = dict(n_steps=64, batch_size=128, n_epochs=2)
+    vase_kwargs = {}
+    if args.pretrain_frames:  # VASE learns from random-policy frames before PPO's first step
+        vase_kwargs = dict(pretrain_frames=args.pretrain_frames, pretrain_updates=3 * args.pretrain_frames // 16)
+        if args.freeze_after_pretraining:
+            vase_kwargs["freeze_after"] = args.pretrain_frames
     model = ppo_on_latents(
         args.env_id,
         n_envs=args.n_envs,
@@ -100,6 +112,7 @@ def main() -> None:
         vec_env_cls="subproc" if args.subproc else "dummy",
         device=args.device,
         ppo_kwargs=ppo_kwargs,
+        vase_kwargs=vase_kwargs,
     )
     model.set_logger(configure(args.out, ["stdout", "csv"] if not args.quick else ["csv"]))
     env = model.get_env()  # VecNormalize(VecVASE(...)): the latents are normalised for PPO
@@ -107,8 +120,16 @@ def main() -> None:
     print(f"VASE {vase.learner} -> observations {vase.observation_space}")
     returns = EpisodeReturns()
     start = time.perf_counter()
-    model.learn(steps, callback=CallbackList([VASECallback(), returns]))
+    # the callback also schedules VASE's updates between PPO's rollouts and measures the drift
+    vase_callback = VASECallback(measure_drift=True)
+    model.learn(steps, callback=CallbackList([vase_callback, returns]))
     elapsed = time.perf_counter() - start
+    drift = vase_callback.drift_meter.summary()
+    if drift["rollouts"]:
+        print(
+            f"drift per rollout (medians): action-distribution KL from the encoder alone "
+            f"{drift['encoder_kl_median']:.2g}, from PPO's own update {drift['policy_kl_median']:.2g}"
+        )
     stats = vase.get_vase_stats()
     print(
         f"{steps} steps in {elapsed:.1f} s ({steps / elapsed:.0f} steps/s); VASE: {stats['num_updates']} updates, "

@@ -198,6 +198,55 @@ def test_domain_sequence_step_schedule_switches_mid_episode():
     assert seen == [0] * 4 + [1] * 5 + [0] * 5 + [1]
 
 
+def test_domain_sequence_blocks_of_given_lengths():
+    env = gym.make(
+        "vase_rl/DomainSequence-v0",
+        domains=["shapes", "digits", "shapes"],
+        switch_every=[3, 2, 4],
+        switch_unit="steps",
+        max_steps=500,
+    )
+    _, info = env.reset(seed=0)
+    seen, blocks = [info["domain"]], [info["block"]]
+    for _ in range(12):
+        _, _, _, _, info = env.step(0)
+        seen.append(info["domain"])
+        blocks.append(info["block"])
+    # step counts 0..12: blocks of 3, 2 and 4 steps, then the cycle starts over (3 more)
+    assert blocks == [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4]
+    assert seen == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert env.unwrapped.block_at(9) == 3 and env.unwrapped.block_at(18) == 6
+
+
+def test_num_classes_gives_every_look_the_same_goals():
+    env = E.DomainSequenceEnv(domains=["shapes", "digits"], switch_every=1, num_classes=3, image_size=32)
+    goals = {}
+    for ep in range(60):
+        _, info = env.reset(seed=ep if ep == 0 else None)
+        assert 0 <= info["class"] < 3
+        goals.setdefault((info["domain"], info["class"]), tuple(np.round(info["goal"], 6)))
+    assert {d for d, _ in goals} == {0, 1} and {c for _, c in goals} == {0, 1, 2}
+    for c in range(3):  # class c of the shapes and class c of the digits share one goal
+        assert goals[(0, c)] == goals[(1, c)]
+    assert len({goals[(0, c)] for c in range(3)}) == 3
+    # without it, the digits keep their ten goals (and classes)
+    plain = E.SpriteTaskEnv(domain="digits")
+    assert plain.num_classes is None and len(plain._goals[0][0]) == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": 4}, "has only 3 classes"),
+        ({"switch_every": [2, 0]}, "switch_every"),
+    ],
+)
+def test_appearance_switch_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        E.DomainSequenceEnv(domains=["shapes", "digits"], **kwargs)
+
+
 def test_domain_sequence_random_order():
     def blocks(seed):
         env = gym.make(

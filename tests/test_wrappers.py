@@ -443,7 +443,7 @@ def test_wrapper_checkpoints_are_plain_learner_checkpoints_too(tmp_path):
     loaded, settings = load_checkpoint(plain, device="cpu")
     assert settings == {} and loaded.config == CFG
     env = VASEWrapper.load(plain, sprite_env(), device="cpu", batch_size=8)  # defaults for the rest
-    assert env.feed.batch_size == 8 and env.feed.train_every == 8
+    assert env.feed.batch_size == 8 and env.feed.train_every == 64  # the default, in frames
 
 
 def test_wrappers_sharing_a_learner_share_its_window_and_never_shrink_it():

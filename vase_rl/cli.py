@@ -57,6 +57,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "dreaming": ("benchmarks/bench_dreaming.py", "forgetting of the old domain for dreaming weights"),
     "imagination": ("examples/imagination_exploration.py", "imagination-driven exploration (paper fig. 4C)"),
     "ray": ("benchmarks/bench_ray.py", "RayVecEnv overhead, bytes per step and actor scaling on a local Ray cluster"),
+    "continual_rl": (
+        "benchmarks/bench_continual_rl.py",
+        "continual RL: PPO on VASE / CCI-VAE latents, pixels, true factors as the look changes A->B->A",
+    ),
 }
 
 #: Keys of a ``--settings`` file that are recorded for information only (never options).
@@ -419,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = "; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items())
     p = sub.add_parser(
         "bench",
-        help="run a benchmark by name (update, encode, envs, rl, domain_inference, dreaming, imagination, ray)",
+        help="run a benchmark by name (update, encode, envs, rl, domain_inference, dreaming, imagination, ray, "
+        "continual_rl)",
         description="Run one of the repository's benchmarks: `vase-rl bench NAME [-- ARGS]` runs its script "
         "with ARGS (e.g. `vase-rl bench rl -- --quick`, `vase-rl bench update -- --help`); without NAME it "
         f"lists them. Benchmarks: {listing}. Needs a source checkout (the scripts are not installed); "
@@ -440,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark name, then the arguments passed to its script",
     )
     p.set_defaults(func=_cmd_bench)
+
+    # -- continual-rl (issue 11; the options are vase_rl.agents.continual's)
+    p = sub.add_parser(
+        "continual-rl",
+        help="continual-RL benchmark: PPO on VASE / CCI-VAE / pixels / factors while the look changes A->B->A",
+        description="Run the continual-RL benchmark of vase_rl.agents.continual (the same as "
+        "benchmarks/bench_continual_rl.py); every argument after `continual-rl` goes to it, e.g. "
+        "`vase-rl continual-rl --quick`; `vase-rl continual-rl --help` lists them.",
+        prefix_chars="+",  # options such as --quick are the benchmark's, passed on untouched
+        add_help=False,
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the benchmark (see --help)")
+    p.set_defaults(func=_cmd_continual_rl)
 
     # -- results
     p = sub.add_parser(
@@ -833,6 +851,15 @@ def _find_script(rel: str) -> Path:
         f"{Path.cwd() / rel}). `vase-rl bench` needs a source checkout of vase_rl; run it from the repository "
         "root or pass --script PATH"
     )
+
+
+def _cmd_continual_rl(args: argparse.Namespace) -> int:
+    from vase_rl.agents.continual import main as continual_main
+
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    return continual_main(rest, prog="vase-rl continual-rl")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -11,16 +11,21 @@ What happens to each observation (batch)::
     raw observation ─► ImageObservationAdapter (value range, layout, grey/RGB, frame stacks,
                        resize; vase_rl.observations) — ambiguous inputs raise with the fix
                     ─► if learning: the learner's FIFO window of recent frames ─► every
-                       ``train_every`` wrapper steps, once ``learning_starts`` frames were seen:
-                       ``gradient_steps`` x ``VASE.update(batch_size frames)`` (LearningSchedule)
-                    ─► masked posterior mean (+ optional inferred-domain one-hot, latent mask)
+                       ``train_every`` frames, once ``learning_starts`` frames were seen:
+                       ``gradient_steps`` x ``VASE.update(batch_size frames)`` — at once, or at the
+                       next rollout boundary (``update_at``; LearningSchedule)
+                    ─► masked posterior mean of the learner's encoder, or of its slow copy
+                       (``slow_encoder_rate``; SlowEncoder) (+ optional domain one-hot, latent mask)
                     ─► float32 latent in Box(-clip, clip, (d,)), a fresh NaN-free array every call;
                        for a Dict observation, a Dict {"latents": ..., other entries passed through}
                        unless ``latents_only=True``.
 
 The learner (weights, optimiser, domains, RNG, frame window) is one :class:`vase_rl.VASE`
 object: several wrappers may share it (pass ``learner=``). What is each wrapper's own — the
-learning switch, the update schedule and its counters — lives in one :class:`LearningSchedule`.
+learning switch, the update schedule and its counters — lives in one :class:`LearningSchedule`;
+it also decides *when* the agent's encoder may change (drift control: rollout-boundary updates
+through :meth:`LatentFeed.end_rollout`, pretraining before the agent's first step, freeze
+windows), and the optional :class:`SlowEncoder` is what the agent reads while the learner trains.
 When no seed is given, the learner takes the seed the agent or the environment is seeded with
 (``PPO(seed=s)`` calls ``env.seed(s)``; ``reset(seed=s)`` for a single env), as long as it has
 not learnt anything yet. :func:`set_stack_training` / :func:`freeze` switch every learning layer
@@ -37,6 +42,7 @@ import hashlib
 import inspect
 import json
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,6 +65,7 @@ __all__ = [
     "VASEVectorWrapper",
     "LatentFeed",
     "LearningSchedule",
+    "SlowEncoder",
     "LATENT_KEY",
     "make_vase_vec_env",
     "resolve_learner",
@@ -76,8 +83,9 @@ __all__ = [
 WRAPPER_CHECKPOINT_KEY = "vase_rl_wrapper"
 DEFAULT_PRESET = "cpu32"
 DEFAULT_CLIP = 10.0
-DEFAULT_TRAIN_EVERY = 8
+DEFAULT_TRAIN_EVERY = 64  # frames per update round (8 envs x 8 steps)
 LATENT_KEY = "latents"  # the entry holding the latents in a Dict output
+PRETRAIN_WINDOW_BYTES = 256 * 2**20  # pretraining keeps every frame up to this size (64k frames at 32x32 grey)
 FINGERPRINT_FORMAT = 1
 
 # ------------------------------------------------------------------------------------------
@@ -143,17 +151,29 @@ def save_checkpoint(
     settings: dict[str, Any] | None = None,
     kind: str = "VASE",
     input_space: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the learner's full state (a file ``VASE.load`` reads) plus the wrapper's settings
-    (and a description of the raw image it reads) in the checkpoint's ``extra`` dict,
-    atomically, and the config as ``<path>.config.json``."""
+    """Write the learner's full state (a file ``VASE.load`` reads) plus the wrapper's settings,
+    its own state (schedule counters, slow encoder) and a description of the raw image it reads
+    in the checkpoint's ``extra`` dict, atomically, and the config as ``<path>.config.json``."""
     extra = None
     if settings is not None:
         record: dict[str, Any] = {"kind": kind, "settings": dict(settings)}
         if input_space is not None:
             record["input"] = dict(input_space)
+        if state:
+            record["state"] = state
         extra = {WRAPPER_CHECKPOINT_KEY: record}
     return learner.save(path, extra=extra)
+
+
+def _saved_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The wrapper keyword arguments stored in a checkpoint record. Checkpoints written before
+    ``train_every`` counted frames stored it in wrapper steps: they load with that unit."""
+    kwargs = dict(record.get("settings", {}))
+    if "train_every" in kwargs and "train_every_unit" not in kwargs:
+        kwargs["train_every_unit"] = "steps"
+    return kwargs
 
 
 def _wrapper_record(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -169,7 +189,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "auto"
     (settings are then empty)."""
     state, record = _wrapper_record(path)
     learner = VASE.from_state_dict(state, device=device, source=str(path))
-    return learner, dict(record.get("settings", {}))
+    return learner, _saved_settings(record)
 
 
 def _input_record(adapter: ImageObservationAdapter) -> dict[str, Any]:
@@ -197,10 +217,12 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def _weights_digest(learner: VASE) -> str:
-    """SHA-256 of what decides the latents: encoder and classifier weights and the latent mask."""
+def _weights_digest(learner: VASE, slow: SlowEncoder | None = None) -> str:
+    """SHA-256 of what decides the latents: the encoder and classifier weights the agent reads
+    (the slow copies when there is a slow encoder) and the latent mask."""
     digest = hashlib.sha256()
-    for name, module in (("encoder", learner.encoder), ("classifier", learner.classifier)):
+    encoder, classifier = (learner.encoder, learner.classifier) if slow is None else (slow.encoder, slow.classifier)
+    for name, module in (("encoder", encoder), ("classifier", classifier)):
         for key, tensor in sorted(module.state_dict().items()):
             digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(_tensor_bytes(tensor))
@@ -267,13 +289,60 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+UPDATE_AT = ("auto", "step", "rollout")
+TRAIN_EVERY_UNITS = ("frames", "steps")
+
+
+def _frame_windows(windows: Any, freeze_after: Any) -> tuple[tuple[int, int | None], ...] | None:
+    """Validated learning windows ``((start, stop), ...)`` in frames (``stop`` None: open), or None
+    (learning at every frame). ``freeze_after=N`` is the window ``((0, N),)``."""
+    if freeze_after is not None:
+        if windows is not None:
+            raise ValueError(
+                "pass either freeze_after=N or learning_windows=[...], not both (freeze_after=N is [(0, N)])"
+            )
+        return ((0, _positive_int("freeze_after", freeze_after, 0)),)
+    if windows is None:
+        return None
+    if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence):
+        raise TypeError(f"learning_windows must be a list of (start, stop) frame counts, got {windows!r}")
+    out: list[tuple[int, int | None]] = []
+    last = -1
+    for item in windows:
+        if not isinstance(item, Sequence) or isinstance(item, (str, bytes)) or len(item) != 2:
+            raise ValueError(f"each learning window is a (start, stop) pair of frame counts, got {item!r}")
+        start = _positive_int("learning window start", item[0], 0)
+        stop = None if item[1] is None else _positive_int("learning window stop", item[1], 0)
+        if stop is not None and stop <= start:
+            raise ValueError(f"learning window {item!r} is empty: stop must be > start (or None for no end)")
+        if start < last:
+            raise ValueError(f"learning windows must be sorted and must not overlap, got {windows!r}")
+        out.append((start, stop))
+        last = float("inf") if stop is None else stop
+    return tuple(out)
+
+
 @dataclasses.dataclass
 class LearningSchedule:
     """Everything about *when* a wrapper trains its learner, in one place: the switch, the
-    schedule and its counters (transient: not saved with the learner).
+    schedule and its counters (the counters are saved with the wrapper's checkpoint).
 
-    ``train_every`` counts wrapper steps (one step brings ``frames_per_step`` frames);
-    ``learning_starts`` counts frames.
+    * ``train_every`` counts frames (``train_every_unit="frames"``, the default): one update round
+      (``gradient_steps`` updates) each time the frames seen cross a multiple of ``train_every``, so a
+      single env and a vector env of any size give the same updates per frame. ``"steps"`` counts
+      wrapper steps instead (the rule before frames; old checkpoints load with it).
+    * ``learning_starts``: frames to see before the first update.
+    * ``update_at``: ``"step"`` runs the updates as soon as they are due (inside ``step``);
+      ``"rollout"`` defers them to the next rollout boundary (:meth:`LatentFeed.end_rollout`, called
+      by ``VASECallback`` at ``on_rollout_end``), so the agent sees one encoder per rollout;
+      ``"auto"`` (default) is ``"rollout"`` while a callback drives the boundaries (an on-policy
+      agent with ``VASECallback``) and ``"step"`` otherwise.
+    * ``freeze_after`` / ``learning_windows``: the frames (counted from the first one, pretraining
+      included) during which the learner trains; outside them frames are counted but neither
+      stored nor trained on.
+    * ``pretrain_frames`` / ``pretrain_updates``: before the agent's first step, the wrapper steps
+      the env itself (random actions or a given policy) for this many frames and runs this many
+      updates (default: the ``train_every`` rate) on them.
     """
 
     enabled: bool = True
@@ -281,10 +350,22 @@ class LearningSchedule:
     gradient_steps: int = 1
     batch_size: int = 64
     learning_starts: int = 64
+    train_every_unit: str = "frames"
+    update_at: str = "auto"
+    freeze_after: int | None = None
+    learning_windows: Any = None
+    pretrain_frames: int = 0
+    pretrain_updates: int | None = None
+    # counters
     frames_seen: int = 0
     steps: int = 0
     since_update: int = 0
     updates: int = 0
+    pending: int = 0  # update rounds due while updates wait for the rollout boundary
+    pending_frames: int = 0  # frames seen since the last boundary while updates wait
+    pretrained_frames: int = 0
+    boundaries: int = 0  # rollout boundaries seen (end_rollout calls)
+    rollout_driven: bool = False  # a callback calls end_rollout() at every rollout end
 
     def __post_init__(self) -> None:
         self.enabled = bool(self.enabled)
@@ -292,25 +373,148 @@ class LearningSchedule:
         self.gradient_steps = _positive_int("gradient_steps", self.gradient_steps)
         self.batch_size = _positive_int("batch_size", self.batch_size, 2)
         self.learning_starts = _positive_int("learning_starts", self.learning_starts, 0)
+        if self.train_every_unit not in TRAIN_EVERY_UNITS:
+            raise ValueError(f"train_every_unit must be one of {TRAIN_EVERY_UNITS}, got {self.train_every_unit!r}")
+        if self.update_at not in UPDATE_AT:
+            raise ValueError(
+                f"update_at must be one of {UPDATE_AT} ('rollout': between rollouts, driven by VASECallback), "
+                f"got {self.update_at!r}"
+            )
+        self.learning_windows = _frame_windows(self.learning_windows, self.freeze_after)
+        self.freeze_after = None  # folded into learning_windows
+        self.pretrain_frames = _positive_int("pretrain_frames", self.pretrain_frames, 0)
+        if self.pretrain_updates is not None:
+            self.pretrain_updates = _positive_int("pretrain_updates", self.pretrain_updates, 0)
 
     def settings(self) -> dict[str, Any]:
         return {
             "train_every": self.train_every,
+            "train_every_unit": self.train_every_unit,
             "gradient_steps": self.gradient_steps,
             "batch_size": self.batch_size,
             "learning_starts": self.learning_starts,
+            "update_at": self.update_at,
+            "learning_windows": None if self.learning_windows is None else [list(w) for w in self.learning_windows],
+            "pretrain_frames": self.pretrain_frames,
+            "pretrain_updates": self.pretrain_updates,
         }
 
-    def record(self, frames: int) -> bool:
-        """Count one wrapper step bringing ``frames`` frames; True when updates are due now."""
+    _COUNTERS = ("frames_seen", "steps", "since_update", "updates", "pretrained_frames", "boundaries")
+
+    def counters(self) -> dict[str, int]:
+        """The counters worth keeping across a save/load (frames seen decide freeze windows and
+        whether pretraining is still due)."""
+        return {k: int(getattr(self, k)) for k in self._COUNTERS}
+
+    def restore_counters(self, counters: dict[str, Any] | None) -> None:
+        for key, value in (counters or {}).items():
+            if key in self._COUNTERS:
+                setattr(self, key, int(value))
+
+    # ------------------------------------------------------------------ rules
+    @property
+    def mode(self) -> str:
+        """``"rollout"`` or ``"step"``: when due updates run now."""
+        if self.update_at == "rollout" or (self.update_at == "auto" and self.rollout_driven):
+            return "rollout"
+        return "step"
+
+    def learns_at(self, frames: int) -> bool:
+        """Whether frame number ``frames`` (0-based count before it) falls in a learning window."""
+        if self.learning_windows is None:
+            return True
+        return any(start <= frames and (stop is None or frames < stop) for start, stop in self.learning_windows)
+
+    @property
+    def active(self) -> bool:
+        """Learning is on and the next frame falls in a learning window."""
+        return self.enabled and self.learns_at(self.frames_seen)
+
+    @property
+    def pretrain_due(self) -> bool:
+        return self.enabled and self.pretrained_frames < self.pretrain_frames
+
+    def record(self, frames: int) -> int:
+        """Count one wrapper step bringing ``frames`` frames; the number of update rounds (each
+        ``gradient_steps`` updates) due now."""
+        before = self.frames_seen
         self.frames_seen += int(frames)
         self.steps += 1
-        self.since_update += 1
-        return self.frames_seen >= self.learning_starts and self.since_update >= self.train_every
+        if not self.learns_at(before):
+            return 0
+        if self.train_every_unit == "steps":
+            self.since_update += 1
+            if self.frames_seen >= self.learning_starts and self.since_update >= self.train_every:
+                self.since_update = 0
+                return 1
+            return 0
+        # frames: multiples of train_every crossed by this batch, counted from learning_starts
+        every = self.train_every
+        first = max(1, -(-self.learning_starts // every))
+        due = self.frames_seen // every - max(before // every, first - 1)
+        self.since_update = self.frames_seen % every
+        return max(0, due)
 
     @property
     def untouched(self) -> bool:
         return self.frames_seen == 0 and self.updates == 0
+
+
+class SlowEncoder:
+    """A slow copy of the learner's encoder (and domain classifier) that the agent reads while
+    the learner trains the fast one: after every learner update the wrapper runs, each weight
+    moves a fraction ``rate`` of the way to the fast one (an exponential moving average,
+    Polyak averaging)::
+
+        theta_slow <- theta_slow + rate * (theta_fast - theta_slow)
+
+    so a change of the fast encoder reaches the agent spread over ~1/rate updates. The latent
+    mask in force is the learner's. Wrappers sharing a learner for evaluation share this object
+    too (``for_evaluation``, ``sync_vase``); it is saved with the wrapper's checkpoint.
+    """
+
+    def __init__(self, learner: VASE, rate: float) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < float(rate) <= 1.0:
+            raise ValueError(f"slow_encoder_rate must be a number in (0, 1] (the EMA step per update), got {rate!r}")
+        self.rate = float(rate)
+        self.encoder = copy.deepcopy(learner.encoder).eval()
+        self.classifier = copy.deepcopy(learner.classifier).eval()
+        for param in self._params():
+            param.requires_grad_(False)
+        self.updates = 0  # EMA steps taken
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [*self.encoder.parameters(), *self.classifier.parameters()]
+
+    @staticmethod
+    def _fast_params(learner: VASE) -> list[torch.nn.Parameter]:
+        return [*learner.encoder.parameters(), *learner.classifier.parameters()]
+
+    @torch.no_grad()
+    def follow(self, learner: VASE) -> None:
+        """One EMA step towards the learner's current weights."""
+        for slow, fast in zip(self._params(), self._fast_params(learner)):
+            slow.lerp_(fast.detach().to(slow.dtype), self.rate)
+        self.updates += 1
+
+    @torch.no_grad()
+    def sync(self, learner: VASE) -> None:
+        """Copy the learner's weights (a hard reset of the average)."""
+        for slow, fast in zip(self._params(), self._fast_params(learner)):
+            slow.copy_(fast.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate,
+            "updates": self.updates,
+            "encoder": {k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
+            "classifier": {k: v.detach().cpu().clone() for k, v in self.classifier.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.classifier.load_state_dict(state["classifier"])
+        self.updates = int(state.get("updates", 0))
 
 
 # the observation options every wrapper takes (keyword-only), in the order of their docs
@@ -327,10 +531,17 @@ _FEED_DEFAULTS: dict[str, Any] = {
     "append_domain": False,
     "append_mask": False,
     "train_every": DEFAULT_TRAIN_EVERY,
+    "train_every_unit": "frames",
     "gradient_steps": 1,
     "batch_size": None,
     "learning_starts": None,
     "window_size": None,
+    "update_at": "auto",
+    "slow_encoder_rate": None,
+    "freeze_after": None,
+    "learning_windows": None,
+    "pretrain_frames": 0,
+    "pretrain_updates": None,
 }
 
 
@@ -370,10 +581,17 @@ class LatentFeed:
         append_domain: bool = False,
         append_mask: bool = False,
         train_every: int = DEFAULT_TRAIN_EVERY,
+        train_every_unit: str = "frames",
         gradient_steps: int = 1,
         batch_size: int | None = None,
         learning_starts: int | None = None,
         window_size: int | None = None,
+        update_at: str = "auto",
+        slow_encoder_rate: float | None = None,
+        freeze_after: int | None = None,
+        learning_windows: Sequence[Sequence[int | None]] | None = None,
+        pretrain_frames: int = 0,
+        pretrain_updates: int | None = None,
     ) -> None:
         self.learner = learner
         cfg = learner.config
@@ -399,7 +617,16 @@ class LatentFeed:
             gradient_steps=gradient_steps,
             batch_size=batch,
             learning_starts=batch if learning_starts is None and isinstance(batch, int) else learning_starts,
+            train_every_unit=train_every_unit,
+            update_at=update_at,
+            freeze_after=freeze_after,
+            learning_windows=learning_windows,
+            pretrain_frames=pretrain_frames,
+            pretrain_updates=pretrain_updates,
         )
+        self.frames_per_step = max(int(frames_per_step), 1)
+        self.slow: SlowEncoder | None = None if slow_encoder_rate is None else SlowEncoder(learner, slow_encoder_rate)
+        self._warned_pending = False
         # Updates draw from the learner's window of recent frames (vase_rl/window.py): a window of
         # many episodes, because consecutive frames of a few episodes are far from i.i.d. and
         # VASE's atypicality mask reads a batch whose latent marginals differ from the prior as
@@ -408,7 +635,8 @@ class LatentFeed:
         # presets), grown only if one update's new frames would not fit: a wrapper built to share
         # a learner (e.g. a frozen evaluation env) never shrinks the window of the one training it.
         # An explicit window_size resizes the shared window.
-        needed = self.schedule.train_every * max(int(frames_per_step), 1)
+        per_update = self.schedule.train_every
+        needed = per_update * max(int(frames_per_step), 1) if train_every_unit == "steps" else per_update
         if window_size is None:
             window_size = max(learner.window.capacity, needed)
         learner.window.resize(_positive_int("window_size", window_size, 2))
@@ -489,7 +717,23 @@ class LatentFeed:
             "append_mask": self.append_mask,
             **self.schedule.settings(),
             "window_size": self.window_size,
+            "slow_encoder_rate": None if self.slow is None else self.slow.rate,
         }
+
+    def wrapper_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this wrapper besides its settings: the schedule's counters
+        and the slow encoder's weights (both decide what the agent sees after a load)."""
+        state: dict[str, Any] = {"schedule": self.schedule.counters()}
+        if self.slow is not None:
+            state["slow_encoder"] = self.slow.state_dict()
+        return state
+
+    def load_wrapper_state(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            return
+        self.schedule.restore_counters(state.get("schedule"))
+        if self.slow is not None and state.get("slow_encoder") is not None:
+            self.slow.load_state_dict(state["slow_encoder"])
 
     @property
     def _keeps_subset(self) -> bool:
@@ -551,6 +795,15 @@ class LatentFeed:
             )
         learner.window.resize(max(learner.window.capacity, self.window_size))
         self.learner = learner
+        self._mask_owner = None
+        if self.slow is not None:
+            self.slow = SlowEncoder(learner, self.slow.rate)
+
+    def share_slow_encoder(self, slow: SlowEncoder | None) -> None:
+        """Read through another wrapper's slow encoder (evaluation envs of a training env)."""
+        if slow is not None and not isinstance(slow, SlowEncoder):
+            raise TypeError(f"expected a SlowEncoder or None, got {type(slow).__name__}")
+        self.slow = slow
 
     def fingerprint(self) -> dict[str, Any]:
         """Plain data identifying the representation the agent sees: the learner's config, seed,
@@ -559,7 +812,7 @@ class LatentFeed:
         return _plain(
             {
                 "format": FINGERPRINT_FORMAT,
-                "weights_sha256": _weights_digest(learner),
+                "weights_sha256": _weights_digest(learner, self.slow),
                 "seed": int(learner.seed),
                 "num_updates": int(learner.num_updates),
                 "config": learner.config.to_dict(),
@@ -569,6 +822,7 @@ class LatentFeed:
                     "append_mask": self.append_mask,
                     "frames": self.frames,
                     "keys": None if self.keep_keys is None else [LATENT_KEY, *self.keep_keys],
+                    "slow_encoder_rate": None if self.slow is None else self.slow.rate,
                 },
             }
         )
@@ -594,22 +848,165 @@ class LatentFeed:
             return x
         return x.reshape(-1, self.frames, *x.shape[1:])[:, -1]
 
-    def learn_from(self, x: torch.Tensor) -> list[dict[str, Any]]:
+    def learn_from(self, x: torch.Tensor, run: bool = True) -> list[dict[str, Any]]:
         """Add prepared frames to the learner's window (the newest of each stack: older ones were
-        added at earlier steps) and run the updates that are due."""
+        added at earlier steps) and run the updates that are due — now, or at the next rollout
+        boundary when the schedule's mode is ``"rollout"``. ``run=False`` (a reset) only counts
+        them as due: they run at the next step, so an agent's first observation after a reset or
+        a load comes from the encoder it was saved with. Outside the learning windows frames are
+        only counted."""
         x = self.newest(x)
-        learner = self.learner
-        learner.window.append(x)
         schedule = self.schedule
+        if schedule.learns_at(schedule.frames_seen):
+            self.learner.window.append(x)
+        schedule.pending += schedule.record(int(x.shape[0]))
+        if not run:
+            return []
+        if schedule.mode == "rollout":
+            schedule.pending_frames += int(x.shape[0])
+            if schedule.pending_frames > 4 * self.learner.window.capacity:
+                # nobody ends the rollouts (no VASECallback in learn()?): do not starve the learner
+                if not self._warned_pending and schedule.update_at == "rollout":
+                    warnings.warn(
+                        "VASE updates wait for the rollout boundary (update_at='rollout') but no rollout ended "
+                        f"for {schedule.pending_frames} frames; running them now. Pass VASECallback() to "
+                        "model.learn(...) or call env.end_rollout() at your rollout boundaries.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    self._warned_pending = True
+                return self.run_pending_updates()[1]
+            return []
+        return self.run_pending_updates()[1]
+
+    def _run_rounds(self, rounds: int) -> list[dict[str, Any]]:
+        """``rounds`` x ``gradient_steps`` learner updates on batches drawn from the window (the
+        slow encoder follows after each)."""
+        learner, schedule = self.learner, self.schedule
         out: list[dict[str, Any]] = []
-        if schedule.record(int(x.shape[0])) and len(learner.window) >= 2:
-            schedule.since_update = 0
-            for _ in range(schedule.gradient_steps):
+        if rounds <= 0 or len(learner.window) < 2:
+            return out
+        for _ in range(rounds * schedule.gradient_steps):
+            stats = learner.update(learner.sample_window(schedule.batch_size))
+            schedule.updates += 1
+            if self.slow is not None:
+                self.slow.follow(learner)
+            self.history.append({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
+            out.append(stats)
+        return out
+
+    def run_pending_updates(self) -> tuple[int, list[dict[str, Any]]]:
+        """Run the update rounds waiting for the rollout boundary; (updates run, their stats)."""
+        schedule = self.schedule
+        rounds, schedule.pending, schedule.pending_frames = schedule.pending, 0, 0
+        out = self._run_rounds(rounds) if self.learning else []
+        return len(out), out
+
+    def end_rollout(self) -> int:
+        """The rollout boundary: run the updates deferred during the rollout (``update_at`` =
+        ``"rollout"``, or ``"auto"`` while a callback drives the boundaries) and return how many
+        ran (0 in ``"step"`` mode, where nothing waits). The public hook for anything that
+        collects rollouts (``VASECallback`` calls it at ``on_rollout_end``)."""
+        self.schedule.boundaries += 1
+        return self.run_pending_updates()[0]
+
+    def drive_rollouts(self, flag: bool = True) -> None:
+        """Declare that a caller will call :meth:`end_rollout` at every rollout end (what
+        ``VASECallback`` does for on-policy agents); with ``update_at="auto"`` the updates then
+        wait for the boundaries. ``False`` hands back to ``"step"`` (running what waits)."""
+        self.schedule.rollout_driven = bool(flag)
+        if not flag:
+            self.run_pending_updates()
+
+    def fit_window_to_rollout(self, frames_per_rollout: int) -> int:
+        """Grow the learner's window so that updates run at the boundary can draw from the whole
+        rollout (they would otherwise all draw from its last ``window_size`` frames); the window
+        never shrinks. Returns the capacity."""
+        needed = _positive_int("frames_per_rollout", frames_per_rollout, 2)
+        window = self.learner.window
+        if needed > window.capacity:
+            window.resize(needed)
+        return window.capacity
+
+    def pretrain(
+        self,
+        reset: Callable[[], Any],
+        step: Callable[[], tuple[Any, list[Any]]],
+        frames: int | None = None,
+        updates: int | None = None,
+    ) -> dict[str, Any]:
+        """Learn from the environment's own frames before the agent starts.
+
+        ``reset()`` returns a raw observation batch; ``step()`` acts (the caller's policy) and returns
+        (raw observation batch, list of raw terminal observations). Steps until ``frames`` env frames
+        (``frames_per_step`` per step; default: what the schedule still owes) were seen, then runs
+        ``updates`` updates (default ``pretrain_updates``, else the ``train_every`` rate).
+
+        While it pretrains, the learner's window holds every pretraining frame (up to
+        ``PRETRAIN_WINDOW_BYTES`` of them), and the updates run once they are all in: each batch
+        is then drawn from the whole random-policy data set, not from its last ``window_size``
+        frames, which keeps consecutive batches alike. When the frames do not fit, the updates are
+        spread evenly over the steps instead. Afterwards the window goes back to its size (keeping
+        the newest frames). Returns what was done."""
+        schedule = self.schedule
+        total = schedule.pretrain_frames - schedule.pretrained_frames if frames is None else frames
+        total = _positive_int("pretrain frames", total, 0)
+        n = self.frames_per_step
+        steps = -(-total // n)
+        if updates is None:
+            updates = schedule.pretrain_updates
+        if updates is None:
+            per = schedule.train_every * (n if schedule.train_every_unit == "steps" else 1)
+            updates = (steps * n // per) * schedule.gradient_steps
+        updates = _positive_int("pretrain updates", updates, 0)
+        learner = self.learner
+        window = learner.window
+        capacity = window.capacity
+        frame_bytes = 4 * int(np.prod(learner.config.image_shape))
+        expected = (steps + 1) * n + steps * n // 4  # reset + steps + room for terminal frames
+        fits = expected * frame_bytes <= PRETRAIN_WINDOW_BYTES
+        window.resize(max(capacity, min(expected, PRETRAIN_WINDOW_BYTES // frame_bytes)))
+        before_updates = schedule.updates
+
+        def run(k: int) -> None:
+            for _ in range(k):
                 stats = learner.update(learner.sample_window(schedule.batch_size))
                 schedule.updates += 1
-                self.history.append({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
-                out.append(stats)
-        return out
+                if self.slow is not None:
+                    self.slow.follow(learner)
+                self.history.append({key: v for key, v in stats.items() if isinstance(v, (int, float, str, bool))})
+
+        x = self.newest(self.prepare(np.asarray(self.adapter.select(reset()))))
+        window.append(x)
+        schedule.frames_seen += int(x.shape[0])
+        done = 0
+        for i in range(steps):
+            obs, terminal = step()
+            images = np.asarray(self.adapter.select(obs))
+            if terminal:
+                images = np.concatenate([images, np.stack([np.asarray(self.adapter.select(t)) for t in terminal])])
+            x = self.newest(self.prepare(images))
+            window.append(x)
+            schedule.frames_seen += int(x.shape[0])
+            schedule.pretrained_frames += n
+            if not fits:
+                target = (updates * (i + 1)) // steps
+                if target > done and len(window) >= 2:
+                    run(target - done)
+                    done = target
+        if fits and len(window) >= 2:
+            run(updates)
+        window.resize(capacity)
+        schedule.pretrained_frames = max(schedule.pretrained_frames, schedule.pretrain_frames)
+        if self.slow is not None:
+            self.slow.sync(learner)  # the agent starts on the pretrained encoder
+        return {
+            "frames": steps * n,
+            "steps": steps,
+            "updates": schedule.updates - before_updates,
+            "num_domains": int(learner.num_domains),
+            "window": "all frames" if fits else f"last {window.capacity} frames",
+        }
 
     @property
     def window_frames(self) -> int:
@@ -638,6 +1035,10 @@ class LatentFeed:
         (mode switches of three networks, the mask look-up), which costs as much as a fifth of
         a cpu32 batch of 8 frames."""
         learner = self.learner
+        if self.slow is not None:  # the agent reads the slow copy (eager, under the learner's autocast)
+            with learner._autocast():
+                mu, _, hidden = self.slow.encoder(x)
+            return mu.float() * self._mask(mu.device), hidden
         encoder = learner.encoder
         if encoder.training:
             encoder.eval()
@@ -655,7 +1056,7 @@ class LatentFeed:
         if self.append_domain:
             if hidden is None:
                 _, _, hidden = learner.encoder(x)
-            classifier = learner.classifier
+            classifier = learner.classifier if self.slow is None else self.slow.classifier
             if classifier.training:
                 classifier.eval()
             n_dom = max(learner.num_domains, 1)
@@ -702,6 +1103,10 @@ class LatentFeed:
             "capacity": float(learner.capacity),
             "skipped_updates": int(learner.skipped_updates),
             "execution": dict(learner.execution),  # resolved precision/layout (vase_rl/precision.py)
+            "update_mode": self.schedule.mode,
+            "pending_updates": int(self.schedule.pending * self.schedule.gradient_steps),
+            "pretrained_frames": int(self.schedule.pretrained_frames),
+            "learning_active": bool(self.schedule.active),
         }
         if since is None:
             recent = [self.history[-1]] if self.history else []
@@ -742,6 +1147,8 @@ def _reseed_untouched(feed: LatentFeed, seed: Any) -> bool:
     new.window.resize(old.window.capacity)
     feed.learner = new
     feed._mask_owner = None
+    if feed.slow is not None:
+        feed.slow = SlowEncoder(new, feed.slow.rate)
     return True
 
 
@@ -878,6 +1285,19 @@ class _FeedAccess:
         self._feed.set_learner(learner)
         self._seed_from_env = False
 
+    def end_rollout(self) -> int:
+        """Rollout boundary: run the updates that waited for it; returns how many ran (see
+        :meth:`LatentFeed.end_rollout`). Safe through ``env_method``."""
+        return self._feed.end_rollout()
+
+    def drive_rollouts(self, flag: bool = True) -> None:
+        """See :meth:`LatentFeed.drive_rollouts` (``VASECallback`` calls it)."""
+        self._feed.drive_rollouts(flag)
+
+    def fit_window_to_rollout(self, frames_per_rollout: int) -> int:
+        """See :meth:`LatentFeed.fit_window_to_rollout`."""
+        return self._feed.fit_window_to_rollout(frames_per_rollout)
+
     def _record_args(
         self,
         config: ConfigLike,
@@ -906,13 +1326,14 @@ class _FeedAccess:
         self._feed = LatentFeed(observation_space, learner, frames_per_step=per_step, learning=learning, **options)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the learner and this wrapper's settings (``VASE.load`` also reads the file)."""
+        """Save the learner, this wrapper's settings and state (``VASE.load`` also reads the file)."""
         return save_checkpoint(
             path,
             self.learner,
             dict(self._feed.settings(), learning=self.learning),
             self._checkpoint_kind,
             _input_record(self._feed.adapter),
+            self._feed.wrapper_state(),
         )
 
 
@@ -947,7 +1368,15 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         clip: observation bound; latents are clipped to [-clip, clip].
         append_domain: append the one-hot (``max_domains``) of the domain the classifier infers.
         append_mask: append the latent mask in force (1 = active latent).
-        train_every: wrapper steps (observations) between updates; ``gradient_steps`` per update.
+        train_every: frames between update rounds (the same for any number of envs; with
+            ``train_every_unit="steps"``: wrapper steps, the older rule); ``gradient_steps`` per round.
+        update_at: ``"auto"`` (default: at rollout boundaries while ``VASECallback`` drives an
+            on-policy agent, else at once), ``"rollout"`` or ``"step"`` (see :class:`LearningSchedule`).
+        slow_encoder_rate: the agent reads an exponential moving average of the encoder that moves
+            this fraction towards the learner's per update (:class:`SlowEncoder`); None: the encoder.
+        pretrain_frames, pretrain_updates: learn from this many frames of the env (random actions)
+            with this many updates before the agent's first step (at the first ``reset``; :meth:`pretrain`).
+        freeze_after, learning_windows: the frames during which the learner trains (pretraining counted).
         batch_size: frames per update (default ``config.batch_size``), drawn without replacement
             from the learner's FIFO window of the last ``window_size`` frames (default: the learner's, 1,024).
         learning_starts: frames to see before the first update (default ``batch_size``).
@@ -979,13 +1408,55 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if self._seed_from_env:
             _reseed_untouched(self._feed, seed)
-        return super().reset(seed=seed, options=options)
+        if self._feed.schedule.pretrain_due:
+            self.pretrain(seed=seed, options=options)
+            seed = None  # the pretraining consumed it; the agent's episodes continue the env's RNG
+        self._resetting = True
+        try:
+            return super().reset(seed=seed, options=options)
+        finally:
+            self._resetting = False
+
+    def pretrain(
+        self,
+        frames: int | None = None,
+        policy: Callable[[Any], Any] | None = None,
+        updates: int | None = None,
+        *,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Let VASE learn from this env's frames before the agent starts: step the env with
+        ``policy(raw observation) -> action`` (default: uniform random actions) for ``frames``
+        frames (default: the ``pretrain_frames`` still owed) and run ``updates`` updates (default:
+        ``pretrain_updates``, else the ``train_every`` rate). The first ``reset`` does this by itself
+        when ``pretrain_frames`` is set. Returns what was done."""
+        env = self.env
+        actions = _action_sampler(env.action_space, self.learner.seed)
+        state: dict[str, Any] = {}
+
+        def reset() -> Any:
+            obs, _ = env.reset(seed=seed, options=options)
+            state["obs"] = obs
+            return np.asarray(self._feed.adapter.select(obs))[None]
+
+        def step() -> tuple[Any, list[Any]]:
+            action = actions() if policy is None else policy(state["obs"])
+            obs, _, terminated, truncated, _ = env.step(action)
+            terminal = []
+            if terminated or truncated:
+                terminal = [obs]
+                obs, _ = env.reset()
+            state["obs"] = obs
+            return np.asarray(self._feed.adapter.select(obs))[None], terminal
+
+        return self._feed.pretrain(reset, step, frames, updates)
 
     def observation(self, observation: Any) -> Any:
         feed = self._feed
         x = feed.prepare(np.asarray(feed.adapter.select(observation))[None])
         if feed.learning:
-            feed.learn_from(x)
+            feed.learn_from(x, run=not getattr(self, "_resetting", False))
         return feed.output(feed.encode(x)[0], observation)
 
     # ---------------------------------------------------------------- control and data
@@ -1009,10 +1480,11 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         """Wrap ``env`` with the learner and settings saved at ``path`` (``overrides`` win)."""
         state, record = _wrapper_record(path)
         learner = VASE.from_state_dict(state, device=device, source=str(path))
-        kwargs = dict(record.get("settings", {}))
+        kwargs = _saved_settings(record)
         kwargs.update(overrides)
         wrapper = cls(env, learner=learner, device=device, **kwargs)
         _check_input(record.get("input"), wrapper._feed.adapter, str(path))
+        wrapper._feed.load_wrapper_state(record.get("state"))
         wrapper._saved_kwargs.update(config=None, learner_path=str(path))
         return wrapper
 
@@ -1029,8 +1501,8 @@ class VecVASE(VecEnvWrapper):
     :meth:`save` / :meth:`VecVASE.load(path, venv) <load>` persist the learner and the settings (the
     agent's ``model.save`` does not include them; ``vase_rl.agents.save_stack`` saves everything),
     and pickling excludes the venv (call :meth:`set_venv` after unpickling). Options as for
-    :class:`VASEWrapper`; ``train_every`` counts vector steps (8 envs, ``train_every=8``: one update
-    per 64 new frames). With no ``seed``, the learner takes the one ``env.seed(s)`` is called with
+    :class:`VASEWrapper`; ``train_every`` counts frames of all sub-envs together (8 envs and the
+    default 64: one update round per 8 vector steps). With no ``seed``, the learner takes the one ``env.seed(s)`` is called with
     (``PPO(seed=s)`` does) while it has not learnt anything.
     """
 
@@ -1063,9 +1535,52 @@ class VecVASE(VecEnvWrapper):
 
     # ---------------------------------------------------------------- VecEnv API
     def reset(self) -> Any:
+        if self._feed.schedule.pretrain_due:
+            self.pretrain()
         obs = self.venv.reset()
         self.old_obs = obs
-        return self._process(obs, [], [])
+        return self._process(obs, [], [], run=False)
+
+    def pretrain(
+        self, frames: int | None = None, policy: Callable[[Any], Any] | None = None, updates: int | None = None
+    ) -> dict[str, Any]:
+        """Let VASE learn from the env's own frames before the agent starts: step the sub-envs
+        with ``policy(raw observation batch) -> actions`` (default: uniform random actions, seeded
+        by the learner's seed) until ``frames`` frames (default: the ``pretrain_frames`` still owed;
+        ``num_envs`` per step) were seen, running ``updates`` updates (default ``pretrain_updates``,
+        else the ``train_every`` rate) spread evenly over them. The first ``reset`` does this by
+        itself when ``pretrain_frames`` is set (``PPO.learn`` resets before its first step), and the
+        agent then starts from fresh episodes. Returns what was done."""
+        venv = self.venv
+        sample = _action_sampler(venv.action_space, self.learner.seed)
+        state: dict[str, Any] = {}
+
+        def reset() -> Any:
+            state["obs"] = venv.reset()
+            return state["obs"]
+
+        def step() -> tuple[Any, list[Any]]:
+            obs_now = state["obs"]
+            actions = np.stack([sample() for _ in range(venv.num_envs)]) if policy is None else policy(obs_now)
+            obs, _, dones, infos = venv.step(actions)
+            state["obs"] = obs
+            terminal = [
+                infos[i]["terminal_observation"]
+                for i, done in enumerate(dones)
+                if done and infos[i].get("terminal_observation") is not None
+            ]
+            return obs, terminal
+
+        return self._feed.pretrain(reset, step, frames, updates)
+
+    def end_rollout(self) -> int:
+        """Rollout boundary: run the VASE updates that waited for it; returns how many ran (see
+        :meth:`LatentFeed.end_rollout`; ``VASECallback`` calls this at ``on_rollout_end``)."""
+        return self._feed.end_rollout()
+
+    def drive_rollouts(self, flag: bool = True) -> None:
+        """See :meth:`LatentFeed.drive_rollouts`."""
+        self._feed.drive_rollouts(flag)
 
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, dones, infos = self.venv.step_wait()
@@ -1075,7 +1590,7 @@ class VecVASE(VecEnvWrapper):
         latents = self._process(obs, terminal, idx, infos)
         return latents, rewards, dones, infos
 
-    def _process(self, obs: Any, terminal: list[Any], idx: list[int], infos: Any = None) -> Any:
+    def _process(self, obs: Any, terminal: list[Any], idx: list[int], infos: Any = None, run: bool = True) -> Any:
         feed = self._feed
         images = np.asarray(feed.adapter.select(obs))
         n = images.shape[0]
@@ -1083,7 +1598,7 @@ class VecVASE(VecEnvWrapper):
             images = np.concatenate([images, np.stack([np.asarray(t) for t in terminal])], axis=0)
         x = feed.prepare(images)
         if feed.learning:
-            feed.learn_from(x)
+            feed.learn_from(x, run=run)
         z = feed.encode(x)
         for j, i in enumerate(idx):
             infos[i]["terminal_observation"] = feed.output(z[n + j].copy(), infos[i]["terminal_observation"])
@@ -1146,7 +1661,10 @@ class VecVASE(VecEnvWrapper):
         kwargs = dict(self._feed.settings())
         kwargs.update(overrides)
         kwargs.setdefault("training", False)
-        return VecVASE(eval_venv, learner=self.learner, **kwargs)
+        wrapper = VecVASE(eval_venv, learner=self.learner, **kwargs)
+        if self._feed.slow is not None and kwargs.get("slow_encoder_rate") == self._feed.slow.rate:
+            wrapper.feed.share_slow_encoder(self._feed.slow)
+        return wrapper
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -1157,6 +1675,7 @@ class VecVASE(VecEnvWrapper):
             dict(self._feed.settings(), learning=self.training),
             "VecVASE",
             _input_record(self._feed.adapter),
+            self._feed.wrapper_state(),
         )
 
     @staticmethod
@@ -1166,12 +1685,13 @@ class VecVASE(VecEnvWrapper):
         differ in shape or dtype from the ones the learner was trained on is refused."""
         state, record = _wrapper_record(path)
         learner = VASE.from_state_dict(state, device=device, source=str(path))
-        kwargs = dict(record.get("settings", {}))
+        kwargs = _saved_settings(record)
         if "learning" in kwargs:
             kwargs["training"] = kwargs.pop("learning")
         kwargs.update(overrides)
         wrapper = VecVASE(venv, learner=learner, device=device, **kwargs)
         _check_input(record.get("input"), wrapper._feed.adapter, str(path))
+        wrapper._feed.load_wrapper_state(record.get("state"))
         return wrapper
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1186,6 +1706,7 @@ class VecVASE(VecEnvWrapper):
             "learning": feed.learning,
             "space": feed.adapter.observation_space,
             "frames_per_step": self.num_envs,
+            "wrapper_state": feed.wrapper_state(),
         }
         return state
 
@@ -1201,6 +1722,7 @@ class VecVASE(VecEnvWrapper):
             learning=ckpt.get("learning", True),
             **ckpt["settings"],
         )
+        self._feed.load_wrapper_state(ckpt.get("wrapper_state"))
         self.venv = None  # type: ignore[assignment]
 
     def set_venv(self, venv: VecEnv) -> None:
@@ -1257,19 +1779,60 @@ class VASEVectorWrapper(_FeedAccess, gym.vector.VectorObservationWrapper, gym.ut
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if self._seed_from_env:
             _reseed_untouched(self._feed, seed[0] if isinstance(seed, (list, tuple)) and seed else seed)
-        return super().reset(seed=seed, options=options)
+        if self._feed.schedule.pretrain_due:
+            self.pretrain(seed=seed, options=options)
+            seed = None  # consumed by the pretraining
+        self._resetting = True
+        try:
+            return super().reset(seed=seed, options=options)
+        finally:
+            self._resetting = False
+
+    def pretrain(
+        self,
+        frames: int | None = None,
+        policy: Callable[[Any], Any] | None = None,
+        updates: int | None = None,
+        *,
+        seed: int | list[int] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """As :meth:`VecVASE.pretrain` (``policy`` maps the raw observation batch to actions). The
+        env's autoreset mode must give final observations as ordinary ones (NEXT_STEP/DISABLED)."""
+        env = self.env
+        sample = _action_sampler(env.action_space, self.learner.seed)
+        state: dict[str, Any] = {}
+
+        def reset() -> Any:
+            state["obs"], _ = env.reset(seed=seed, options=options)
+            return self._feed.adapter.select(state["obs"])
+
+        def step() -> tuple[Any, list[Any]]:
+            action = sample() if policy is None else policy(state["obs"])
+            state["obs"], *_ = env.step(action)
+            return self._feed.adapter.select(state["obs"]), []
+
+        return self._feed.pretrain(reset, step, frames, updates)
 
     def observations(self, observations: Any) -> Any:
         feed = self._feed
         x = feed.prepare(np.asarray(feed.adapter.select(observations)))
         if feed.learning:
-            feed.learn_from(x)
+            feed.learn_from(x, run=not getattr(self, "_resetting", False))
         return feed.output(feed.encode(x), observations)
 
 
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
+def _action_sampler(space: spaces.Space, seed: int) -> Callable[[], Any]:
+    """Uniform random actions from a private, seeded copy of ``space`` (the env's own space and
+    its RNG are left alone)."""
+    own = copy.deepcopy(space)
+    own.seed(int(seed) % (2**32))
+    return own.sample
+
+
 def limit_torch_threads(env: gym.Env, threads: int = 1) -> gym.Env:
     """``wrapper_class`` for ``make_vec_env``: runs inside each worker, where only the
     environment lives, and keeps torch there to ``threads`` thread(s)."""
@@ -1425,4 +1988,10 @@ def sync_vase(train_env: Any, eval_env: Any, share: bool = True) -> None:
         raise ValueError(f"{which} has no VASE wrapper (VecVASE, VASEWrapper or VASEVectorWrapper)")
     learner = train.learner if share else VASE.from_state_dict(train.learner.state_dict(), device=train.learner.device)
     evaluation.set_learner(learner)
+    slow = train.feed.slow
+    if slow is not None and not share:
+        copied = SlowEncoder(learner, slow.rate)
+        copied.load_state_dict(slow.state_dict())
+        slow = copied
+    evaluation.feed.share_slow_encoder(slow)
     evaluation.set_learning(False)
