@@ -56,7 +56,7 @@ STREAMS: dict[str, tuple[list[tuple[str, float]], int]] = {
 }
 DEFAULT_STREAMS = ["shapes_digits", "digits_garments", "shapes_letters", "inverted", "texture", "stationary"]
 #: what a run's result depends on (its cache key and the JSON's provenance)
-CODE_PATHS = ["core", "envs", "evaluation", "benchmarks/bench_domain_inference.py"]
+CODE_PATHS = ["core", "envs", "!envs/sprite_task.py", "evaluation", "benchmarks/bench_domain_inference.py"]
 NEAR_SWITCH = 15  # updates after a switch excluded from the stationary margin
 
 

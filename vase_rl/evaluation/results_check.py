@@ -87,8 +87,11 @@ RESULT_SOURCES: dict[str, dict[str, Any]] = {
         "benchmarks/results/ablation_table3.json && cp runs/table3/ablation.md benchmarks/results/ablation_table3.md",
     },
     "benchmarks/results/ablation_table3.md": {"companion_of": "benchmarks/results/ablation_table3.json"},
+    "benchmarks/results/ablation_table3_core10.md": {"companion_of": "benchmarks/results/ablation_table3_core10.json"},
+    "benchmarks/results/ablation_table1_core10.md": {"companion_of": "benchmarks/results/ablation_table1_core10.json"},
+    "benchmarks/results/ablation_table1_core10_A.md": {"companion_of": "benchmarks/results/ablation_table1_core10_A.json"},
     "benchmarks/results/domain_inference.json": {
-        "code": ("core", "evaluation", "envs", "benchmarks/bench_domain_inference.py"),
+        "code": ("core", "evaluation", "envs", "!envs/sprite_task.py", "benchmarks/bench_domain_inference.py"),
         "command": "python benchmarks/bench_domain_inference.py",
     },
     "benchmarks/results/domain_inference_kappa1.3.json": {
