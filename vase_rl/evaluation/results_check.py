@@ -89,7 +89,9 @@ RESULT_SOURCES: dict[str, dict[str, Any]] = {
     "benchmarks/results/ablation_table3.md": {"companion_of": "benchmarks/results/ablation_table3.json"},
     "benchmarks/results/ablation_table3_core10.md": {"companion_of": "benchmarks/results/ablation_table3_core10.json"},
     "benchmarks/results/ablation_table1_core10.md": {"companion_of": "benchmarks/results/ablation_table1_core10.json"},
-    "benchmarks/results/ablation_table1_core10_A.md": {"companion_of": "benchmarks/results/ablation_table1_core10_A.json"},
+    "benchmarks/results/ablation_table1_core10_A.md": {
+        "companion_of": "benchmarks/results/ablation_table1_core10_A.json"
+    },
     "benchmarks/results/domain_inference.json": {
         "code": ("core", "evaluation", "envs", "!envs/sprite_task.py", "benchmarks/bench_domain_inference.py"),
         "command": "python benchmarks/bench_domain_inference.py",
