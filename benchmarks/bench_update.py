@@ -110,8 +110,12 @@ def make_variants(preset: str, seed: int, force_bf16: bool):
         return learner
 
     def with_two_domains(config):
+        # dreaming runs only with a past domain and a synced snapshot (VASE._dreaming_active):
+        # give it both, so the timed updates really dream
         learner = vase(config)
         learner.memory.allocate(learner.latent_mask.tolist(), learner.num_updates)
+        learner.sync_snapshot()
+        assert learner._dreaming_active(), "the dreaming variant must dream"
         return learner
 
     variants = {
