@@ -45,7 +45,6 @@ from typing import Any
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
@@ -53,6 +52,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from vase_rl.agents import DEFAULT_PPO_KWARGS, EpisodeReturns, VASECallback
+from vase_rl.agents.continual import GroundTruthObservation  # the ground-truth arm, one definition
 
 import vase_rl
 from vase_rl import VASEConfig, provenance
@@ -65,29 +65,6 @@ CODE = ("core", "wrappers", "agents", "envs", "benchmarks/bench_rl.py")
 
 
 # ------------------------------------------------------------------------------------------ arms
-class GroundTruthObservation(gym.Wrapper):
-    """Replaces the image by the true state: class one-hot and the sprite's (x, y) in [0, 1]."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        self.num_classes = env.unwrapped.family.num_classes
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (self.num_classes + 2,), np.float32)
-
-    def _obs(self, info: dict[str, Any]) -> np.ndarray:
-        out = np.zeros(self.num_classes + 2, np.float32)
-        out[int(info["class"])] = 1.0
-        out[self.num_classes :] = info["position"]
-        return out
-
-    def reset(self, **kwargs):
-        _, info = self.env.reset(**kwargs)
-        return self._obs(info), info
-
-    def step(self, action):
-        _, reward, terminated, truncated, info = self.env.step(action)
-        return self._obs(info), reward, terminated, truncated, info
-
-
 class TimedVecVASE(VecVASE):
     """VecVASE that accounts the time spent in the environments and in VASE."""
 
