@@ -247,7 +247,12 @@ def test_results_registry_covers_the_repository_results():
     from vase_rl.provenance import REPO_ROOT
 
     # a benchmark's resume log (``*.partial.jsonl``, ignored by git) is work in progress, not a result
-    files = sorted(f for f in (REPO_ROOT / "benchmarks" / "results").glob("*") if not f.name.endswith(".partial.jsonl"))
+    # (sub-folders such as ``logs/`` included: every kept file is a result someone may cite)
+    files = sorted(
+        f
+        for f in (REPO_ROOT / "benchmarks" / "results").rglob("*")
+        if f.is_file() and not f.name.endswith(".partial.jsonl")
+    )
     assert files, "no results in the repository"
     for f in files:
         rel = f.relative_to(REPO_ROOT).as_posix()

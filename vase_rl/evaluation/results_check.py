@@ -92,6 +92,13 @@ RESULT_SOURCES: dict[str, dict[str, Any]] = {
     "benchmarks/results/ablation_table1_core10_A.md": {
         "companion_of": "benchmarks/results/ablation_table1_core10_A.json"
     },
+    "benchmarks/results/ablation_table1_intel_seeds3_6.md": {
+        "companion_of": "benchmarks/results/ablation_table1_intel_seeds3_6.json"
+    },
+    # the domain decisions of one run of that table (seed 6, SDA), kept to show a mechanism
+    "benchmarks/results/logs/table1_intel_seed6_domain_log.json": {
+        "companion_of": "benchmarks/results/ablation_table1_intel_seeds3_6.json"
+    },
     "benchmarks/results/domain_inference.json": {
         "code": ("core", "evaluation", "envs", "!envs/sprite_task.py", "benchmarks/bench_domain_inference.py"),
         "command": "python benchmarks/bench_domain_inference.py",
