@@ -343,6 +343,7 @@ _REPORTED_OPTIONS = (
     "pretrain_frames",
     "pretrain_updates",
     "slow_encoder_rate",
+    "slow_mask",
     "learning_windows",
     "append_domain",
     "append_mask",

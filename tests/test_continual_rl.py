@@ -245,6 +245,60 @@ def test_slow_encoder_is_saved_shared_for_evaluation_and_fingerprinted(tmp_path)
     assert loaded.representation_fingerprint() == vec.representation_fingerprint()
 
 
+def test_slow_mask_fades_a_masked_latent_at_the_slow_encoders_rate(tmp_path):
+    learner = VASE(CFG, seed=0, device="cpu")
+    slow = SlowEncoder(learner, 0.25, smooth_mask=True)
+    ones = torch.ones(CFG.latent_dim)
+    torch.testing.assert_close(slow.mask, ones, rtol=0, atol=0)
+    for _ in range(50):  # an unchanged mask stays exactly as it is
+        slow.follow(learner)
+    assert torch.equal(slow.mask, ones)
+    # the learner masks latents 1 and 3: each step moves the agent's mask 1/4 of the way to 0
+    learner._mask = torch.tensor([True, False, True, False] + [True] * (CFG.latent_dim - 4))
+    slow.follow(learner)
+    slow.follow(learner)
+    expected = ones.clone()
+    expected[[1, 3]] = 0.75 * 0.75  # 1 -> 0.75 -> 0.5625
+    torch.testing.assert_close(slow.mask, expected, rtol=0, atol=1e-7)
+    # and the latents the agent reads are the slow encoder's means times that mask
+    feed = LatentFeed(spaces.Box(0, 255, (16, 16, 1), np.uint8), learner, slow_encoder_rate=0.25, slow_mask=True)
+    feed.slow = slow
+    frames = feed.prepare(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8))
+    mu, _, _ = slow.encoder(frames)
+    np.testing.assert_allclose(feed.encode(frames), (mu * expected).numpy(), atol=1e-6)
+    # saved with the wrapper's state; a re-sync takes the learner's mask as it is
+    copy = SlowEncoder(learner, 0.25, smooth_mask=True)
+    copy.load_state_dict(slow.state_dict())
+    assert torch.equal(copy.mask, slow.mask)
+    copy.sync(learner)
+    assert torch.equal(copy.mask, learner._mask.float())
+    # without smoothing the mask in force is the learner's, unchanged
+    assert SlowEncoder(learner, 0.25).mask is None
+    with pytest.raises(ValueError, match="slow_encoder_rate"):
+        LatentFeed(spaces.Box(0, 255, (16, 16, 1), np.uint8), learner, slow_mask=True)
+
+
+def test_slow_mask_survives_save_load_and_is_shared_for_evaluation(tmp_path):
+    vec = VecVASE(sprite_venv(), CFG, device="cpu", seed=0, slow_encoder_rate=0.1, slow_mask=True, **SMALL)
+    vec.reset()
+    for _ in range(20):
+        vec.step(np.array([1, 2]))
+    raw = vec.get_original_obs()
+    before = vec.encode(raw)
+    vec.feed.slow.mask[0] = 0.5  # as if the learner had masked latent 0 a few updates ago
+    after = vec.encode(raw)
+    assert np.abs(before[:, 0]).max() > 0
+    np.testing.assert_allclose(after[:, 0], 0.5 * before[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(after[:, 1:], before[:, 1:])
+    assert vec.for_evaluation(sprite_venv()).feed.slow is vec.feed.slow
+    fingerprint = vec.representation_fingerprint()
+    assert fingerprint["output"]["slow_mask"] is True
+    loaded = VecVASE.load(vec.save(tmp_path / "vase.pt"), sprite_venv(), device="cpu")
+    assert loaded.feed.slow.smooth_mask and float(loaded.feed.slow.mask[0]) == 0.5
+    np.testing.assert_array_equal(loaded.encode(raw), vec.encode(raw))
+    assert loaded.representation_fingerprint() == fingerprint
+
+
 # ------------------------------------------------------------------------------------------
 # pretraining and freezing
 # ------------------------------------------------------------------------------------------

@@ -227,6 +227,8 @@ def _weights_digest(learner: VASE, slow: SlowEncoder | None = None) -> str:
             digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(_tensor_bytes(tensor))
     digest.update(np.asarray(learner.latent_mask, dtype=bool).tobytes())
+    if slow is not None and slow.mask is not None:
+        digest.update(_tensor_bytes(slow.mask.float()))
     return digest.hexdigest()
 
 
@@ -469,19 +471,35 @@ class SlowEncoder:
         theta_slow <- theta_slow + rate * (theta_fast - theta_slow)
 
     so a change of the fast encoder reaches the agent spread over ~1/rate updates. The latent
-    mask in force is the learner's. Wrappers sharing a learner for evaluation share this object
-    too (``for_evaluation``, ``sync_vase``); it is saved with the wrapper's checkpoint.
+    mask in force is the learner's, unless ``smooth_mask``: then the agent's mask is a moving
+    average of the learner's mask (1 = active) with the same rate, so a latent the learner masks
+    or unmasks fades out or in over ~1/rate updates instead of jumping between a value and 0 (a
+    mask that flickers after a domain allocation moves the agent's input the most; docs/RL.md).
+    Wrappers sharing a learner for evaluation share this object too (``for_evaluation``,
+    ``sync_vase``); it is saved with the wrapper's checkpoint.
     """
 
-    def __init__(self, learner: VASE, rate: float) -> None:
+    def __init__(self, learner: VASE, rate: float, smooth_mask: bool = False) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < float(rate) <= 1.0:
             raise ValueError(f"slow_encoder_rate must be a number in (0, 1] (the EMA step per update), got {rate!r}")
+        if not isinstance(smooth_mask, bool):
+            raise TypeError(f"slow_mask must be True or False, got {smooth_mask!r}")
         self.rate = float(rate)
         self.encoder = copy.deepcopy(learner.encoder).eval()
         self.classifier = copy.deepcopy(learner.classifier).eval()
         for param in self._params():
             param.requires_grad_(False)
         self.updates = 0  # EMA steps taken
+        # the agent's mask (float, 1 = active) when smoothed; None: the learner's mask as it is
+        self.mask: torch.Tensor | None = self._fast_mask(learner) if smooth_mask else None
+
+    @property
+    def smooth_mask(self) -> bool:
+        return self.mask is not None
+
+    @staticmethod
+    def _fast_mask(learner: VASE) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(learner.latent_mask, dtype=np.float32), device=learner.device)
 
     def _params(self) -> list[torch.nn.Parameter]:
         return [*self.encoder.parameters(), *self.classifier.parameters()]
@@ -495,6 +513,12 @@ class SlowEncoder:
         """One EMA step towards the learner's current weights."""
         for slow, fast in zip(self._params(), self._fast_params(learner)):
             slow.lerp_(fast.detach().to(slow.dtype), self.rate)
+        if self.mask is not None:
+            target = self._fast_mask(learner).to(self.mask.device)
+            if target.shape != self.mask.shape:  # a learner of another size: start from its mask
+                self.mask = target
+            else:
+                self.mask.lerp_(target, self.rate)  # an unchanged mask stays exactly as it is
         self.updates += 1
 
     @torch.no_grad()
@@ -502,19 +526,26 @@ class SlowEncoder:
         """Copy the learner's weights (a hard reset of the average)."""
         for slow, fast in zip(self._params(), self._fast_params(learner)):
             slow.copy_(fast.detach())
+        if self.mask is not None:
+            self.mask = self._fast_mask(learner)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "rate": self.rate,
             "updates": self.updates,
             "encoder": {k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
             "classifier": {k: v.detach().cpu().clone() for k, v in self.classifier.state_dict().items()},
         }
+        if self.mask is not None:
+            state["mask"] = self.mask.detach().cpu().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
         self.classifier.load_state_dict(state["classifier"])
         self.updates = int(state.get("updates", 0))
+        if self.mask is not None and state.get("mask") is not None:
+            self.mask = torch.as_tensor(state["mask"], dtype=torch.float32).to(self.mask.device).clone()
 
 
 # the observation options every wrapper takes (keyword-only), in the order of their docs
@@ -538,6 +569,7 @@ _FEED_DEFAULTS: dict[str, Any] = {
     "window_size": None,
     "update_at": "auto",
     "slow_encoder_rate": None,
+    "slow_mask": False,
     "freeze_after": None,
     "learning_windows": None,
     "pretrain_frames": 0,
@@ -588,6 +620,7 @@ class LatentFeed:
         window_size: int | None = None,
         update_at: str = "auto",
         slow_encoder_rate: float | None = None,
+        slow_mask: bool = False,
         freeze_after: int | None = None,
         learning_windows: Sequence[Sequence[int | None]] | None = None,
         pretrain_frames: int = 0,
@@ -625,7 +658,11 @@ class LatentFeed:
             pretrain_updates=pretrain_updates,
         )
         self.frames_per_step = max(int(frames_per_step), 1)
-        self.slow: SlowEncoder | None = None if slow_encoder_rate is None else SlowEncoder(learner, slow_encoder_rate)
+        if slow_mask and slow_encoder_rate is None:
+            raise ValueError("slow_mask=True smooths the mask at the slow encoder's rate: set slow_encoder_rate too")
+        self.slow: SlowEncoder | None = (
+            None if slow_encoder_rate is None else SlowEncoder(learner, slow_encoder_rate, smooth_mask=slow_mask)
+        )
         self._warned_pending = False
         # Updates draw from the learner's window of recent frames (vase_rl/window.py): a window of
         # many episodes, because consecutive frames of a few episodes are far from i.i.d. and
@@ -718,6 +755,7 @@ class LatentFeed:
             **self.schedule.settings(),
             "window_size": self.window_size,
             "slow_encoder_rate": None if self.slow is None else self.slow.rate,
+            "slow_mask": self.slow is not None and self.slow.smooth_mask,
         }
 
     def wrapper_state(self) -> dict[str, Any]:
@@ -797,7 +835,7 @@ class LatentFeed:
         self.learner = learner
         self._mask_owner = None
         if self.slow is not None:
-            self.slow = SlowEncoder(learner, self.slow.rate)
+            self.slow = SlowEncoder(learner, self.slow.rate, smooth_mask=self.slow.smooth_mask)
 
     def share_slow_encoder(self, slow: SlowEncoder | None) -> None:
         """Read through another wrapper's slow encoder (evaluation envs of a training env)."""
@@ -823,6 +861,8 @@ class LatentFeed:
                     "frames": self.frames,
                     "keys": None if self.keep_keys is None else [LATENT_KEY, *self.keep_keys],
                     "slow_encoder_rate": None if self.slow is None else self.slow.rate,
+                    # named only when on, so fingerprints saved before the option still match
+                    **({"slow_mask": True} if self.slow is not None and self.slow.smooth_mask else {}),
                 },
             }
         )
@@ -1016,7 +1056,11 @@ class LatentFeed:
         self.learner.window.clear()
 
     def _mask(self, device: torch.device) -> torch.Tensor:
-        """The learner's mask in force as a float tensor, cached until the next update."""
+        """The mask the agent's latents are multiplied by: the slow encoder's smoothed mask when
+        there is one, else the learner's mask in force as a float tensor, cached until the next
+        update."""
+        if self.slow is not None and self.slow.mask is not None:
+            return self.slow.mask.to(device)
         learner = self.learner
         key = (learner.num_updates, learner.skipped_updates, str(device))
         if self._mask_key != key or self._mask_owner is not learner:
@@ -1374,6 +1418,8 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
             on-policy agent, else at once), ``"rollout"`` or ``"step"`` (see :class:`LearningSchedule`).
         slow_encoder_rate: the agent reads an exponential moving average of the encoder that moves
             this fraction towards the learner's per update (:class:`SlowEncoder`); None: the encoder.
+        slow_mask: with a slow encoder, the agent's latent mask is a moving average of the
+            learner's at the same rate (a latent fades out / in instead of jumping to 0 and back).
         pretrain_frames, pretrain_updates: learn from this many frames of the env (random actions)
             with this many updates before the agent's first step (at the first ``reset``; :meth:`pretrain`).
         freeze_after, learning_windows: the frames during which the learner trains (pretraining counted).
@@ -1662,7 +1708,11 @@ class VecVASE(VecEnvWrapper):
         kwargs.update(overrides)
         kwargs.setdefault("training", False)
         wrapper = VecVASE(eval_venv, learner=self.learner, **kwargs)
-        if self._feed.slow is not None and kwargs.get("slow_encoder_rate") == self._feed.slow.rate:
+        if (
+            self._feed.slow is not None
+            and kwargs.get("slow_encoder_rate") == self._feed.slow.rate
+            and bool(kwargs.get("slow_mask")) == self._feed.slow.smooth_mask
+        ):
             wrapper.feed.share_slow_encoder(self._feed.slow)
         return wrapper
 
@@ -1990,7 +2040,7 @@ def sync_vase(train_env: Any, eval_env: Any, share: bool = True) -> None:
     evaluation.set_learner(learner)
     slow = train.feed.slow
     if slow is not None and not share:
-        copied = SlowEncoder(learner, slow.rate)
+        copied = SlowEncoder(learner, slow.rate, smooth_mask=slow.smooth_mask)
         copied.load_state_dict(slow.state_dict())
         slow = copied
     evaluation.feed.share_slow_encoder(slow)
