@@ -299,6 +299,16 @@ def test_slow_mask_survives_save_load_and_is_shared_for_evaluation(tmp_path):
     assert loaded.representation_fingerprint() == fingerprint
 
 
+def test_slow_mask_is_kept_when_the_first_reset_reseeds_the_learner():
+    # no seed given: the first reset(seed=...) rebuilds the untouched learner with the env's seed
+    env = gym.make("vase_rl/SpriteTask-v0", image_size=32)
+    wrapper = VASEWrapper(env, CFG, device="cpu", slow_encoder_rate=0.1, slow_mask=True, **SMALL)
+    old = wrapper.learner
+    wrapper.reset(seed=3)
+    assert wrapper.learner is not old and wrapper.learner.seed == 3
+    assert wrapper.feed.slow.smooth_mask and wrapper.feed.settings()["slow_mask"] is True
+
+
 # ------------------------------------------------------------------------------------------
 # pretraining and freezing
 # ------------------------------------------------------------------------------------------

@@ -1192,7 +1192,7 @@ def _reseed_untouched(feed: LatentFeed, seed: Any) -> bool:
     feed.learner = new
     feed._mask_owner = None
     if feed.slow is not None:
-        feed.slow = SlowEncoder(new, feed.slow.rate)
+        feed.slow = SlowEncoder(new, feed.slow.rate, smooth_mask=feed.slow.smooth_mask)
     return True
 
 
