@@ -4,6 +4,7 @@ pretraining, freeze windows, train_every in frames, drift measurement."""
 from __future__ import annotations
 
 import os
+import pickle
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -20,7 +21,7 @@ from vase_rl.agents import VASECallback
 from vase_rl.agents.drift import mean_kl
 
 from vase_rl import VASE, VASEConfig
-from vase_rl.wrappers import LatentFeed, LearningSchedule, SlowEncoder, VASEWrapper, VecVASE
+from vase_rl.wrappers import LatentFeed, LearningSchedule, SlowEncoder, VASEWrapper, VecVASE, sync_vase
 
 CFG = VASEConfig.preset("cpu32", image_shape=(1, 16, 16), width=0.25, latent_dim=8)
 SMALL = dict(batch_size=8, train_every=8)
@@ -293,10 +294,26 @@ def test_slow_mask_survives_save_load_and_is_shared_for_evaluation(tmp_path):
     assert vec.for_evaluation(sprite_venv()).feed.slow is vec.feed.slow
     fingerprint = vec.representation_fingerprint()
     assert fingerprint["output"]["slow_mask"] is True
-    loaded = VecVASE.load(vec.save(tmp_path / "vase.pt"), sprite_venv(), device="cpu")
+    path = vec.save(tmp_path / "vase.pt")
+    loaded = VecVASE.load(path, sprite_venv(), device="cpu")
     assert loaded.feed.slow.smooth_mask and float(loaded.feed.slow.mask[0]) == 0.5
     np.testing.assert_array_equal(loaded.encode(raw), vec.encode(raw))
     assert loaded.representation_fingerprint() == fingerprint
+    # the smoothed mask is part of what the agent sees: the fingerprint's digest follows it
+    loaded.feed.slow.mask[0] = 0.25
+    assert loaded.representation_fingerprint()["weights_sha256"] != fingerprint["weights_sha256"]
+    # a pickled wrapper (SubprocVecEnv, Ray) and a frozen copy for evaluation keep it
+    pickled = pickle.loads(pickle.dumps(vec))
+    assert pickled.feed.slow.smooth_mask and float(pickled.feed.slow.mask[0]) == 0.5
+    frozen = VecVASE(sprite_venv(), CFG, device="cpu", seed=1, slow_encoder_rate=0.1, slow_mask=True, **SMALL)
+    sync_vase(vec, frozen, share=False)
+    assert frozen.feed.slow is not vec.feed.slow and torch.equal(frozen.feed.slow.mask, vec.feed.slow.mask)
+    # reading the fast encoder instead (slow_encoder_rate=None) drops the smoothing with it
+    fast = VecVASE.load(path, sprite_venv(), device="cpu", slow_encoder_rate=None)
+    assert fast.feed.slow is None and "slow_mask" not in fast.feed.settings()
+    assert vec.for_evaluation(sprite_venv(), slow_encoder_rate=None).feed.slow is None
+    with pytest.raises(ValueError, match="slow_encoder_rate"):
+        VecVASE.load(path, sprite_venv(), device="cpu", slow_encoder_rate=None, slow_mask=True)
 
 
 def test_slow_mask_is_kept_when_the_first_reset_reseeds_the_learner():

@@ -499,7 +499,8 @@ class SlowEncoder:
 
     @staticmethod
     def _fast_mask(learner: VASE) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(learner.latent_mask, dtype=np.float32), device=learner.device)
+        # the learner's mask tensor itself (``latent_mask`` would copy it through host memory)
+        return learner._mask.detach().to(dtype=torch.float32).clone()
 
     def _params(self) -> list[torch.nn.Parameter]:
         return [*self.encoder.parameters(), *self.classifier.parameters()]
@@ -575,6 +576,15 @@ _FEED_DEFAULTS: dict[str, Any] = {
     "pretrain_frames": 0,
     "pretrain_updates": None,
 }
+
+
+def _drop_orphan_slow_mask(kwargs: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Saved or inherited settings with ``slow_mask`` and an override ``slow_encoder_rate=None``
+    (read the fast encoder): the mask smoothing goes with the slow encoder. A ``slow_mask``
+    given in the overrides themselves is kept (and refused without a rate, as always)."""
+    if kwargs.get("slow_encoder_rate") is None and "slow_mask" not in overrides:
+        kwargs.pop("slow_mask", None)
+    return kwargs
 
 
 def _feed_options(options: dict[str, Any], where: str) -> dict[str, Any]:
@@ -755,7 +765,8 @@ class LatentFeed:
             **self.schedule.settings(),
             "window_size": self.window_size,
             "slow_encoder_rate": None if self.slow is None else self.slow.rate,
-            "slow_mask": self.slow is not None and self.slow.smooth_mask,
+            # named only when on (a checkpoint without it loads in versions before the option)
+            **({"slow_mask": True} if self.slow is not None and self.slow.smooth_mask else {}),
         }
 
     def wrapper_state(self) -> dict[str, Any]:
@@ -1528,6 +1539,7 @@ class VASEWrapper(_FeedAccess, gym.ObservationWrapper, gym.utils.RecordConstruct
         learner = VASE.from_state_dict(state, device=device, source=str(path))
         kwargs = _saved_settings(record)
         kwargs.update(overrides)
+        _drop_orphan_slow_mask(kwargs, overrides)
         wrapper = cls(env, learner=learner, device=device, **kwargs)
         _check_input(record.get("input"), wrapper._feed.adapter, str(path))
         wrapper._feed.load_wrapper_state(record.get("state"))
@@ -1706,6 +1718,7 @@ class VecVASE(VecEnvWrapper):
         evaluation always sees the current representation and never changes it."""
         kwargs = dict(self._feed.settings())
         kwargs.update(overrides)
+        _drop_orphan_slow_mask(kwargs, overrides)
         kwargs.setdefault("training", False)
         wrapper = VecVASE(eval_venv, learner=self.learner, **kwargs)
         if (
@@ -1739,6 +1752,7 @@ class VecVASE(VecEnvWrapper):
         if "learning" in kwargs:
             kwargs["training"] = kwargs.pop("learning")
         kwargs.update(overrides)
+        _drop_orphan_slow_mask(kwargs, overrides)
         wrapper = VecVASE(venv, learner=learner, device=device, **kwargs)
         _check_input(record.get("input"), wrapper._feed.adapter, str(path))
         wrapper._feed.load_wrapper_state(record.get("state"))
