@@ -246,7 +246,7 @@ def test_slow_encoder_is_saved_shared_for_evaluation_and_fingerprinted(tmp_path)
     assert loaded.representation_fingerprint() == vec.representation_fingerprint()
 
 
-def test_slow_mask_fades_a_masked_latent_at_the_slow_encoders_rate(tmp_path):
+def test_slow_mask_fades_a_masked_latent_at_the_slow_encoders_rate():
     learner = VASE(CFG, seed=0, device="cpu")
     slow = SlowEncoder(learner, 0.25, smooth_mask=True)
     ones = torch.ones(CFG.latent_dim)
