@@ -71,13 +71,16 @@ TASKS: dict[str, tuple[str, str, str]] = {
 # the drift controls of the VASE arms (chosen on the single-domain task, docs/RL.md): VASE learns
 # from 16k frames of the env under a random policy first, then keeps learning at a quarter of the
 # default rate with its updates at rollout boundaries (VASECallback drives them), and the agent
-# reads a slow copy of the encoder (2 % of the way to the learner's per update)
+# reads a slow copy of the encoder (2 % of the way to the learner's per update) and a slow copy of
+# the latent mask at the same rate (a mask that churns after a domain allocation moved the agent's
+# input the most: docs/CONTINUAL_RL.md)
 VASE_DEFAULTS: dict[str, Any] = {
     "pretrain_frames": 16_384,
     "pretrain_updates": 3_000,
     "train_every": 256,
     "update_at": "auto",
     "slow_encoder_rate": 0.02,
+    "slow_mask": True,
 }
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -1027,6 +1030,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench_continual_rl.py")
     else:
         vase = dict(VASE_DEFAULTS)
         vase.update(vase_kwargs)
+        if vase.get("slow_encoder_rate") is None and "slow_mask" not in vase_kwargs:
+            vase.pop("slow_mask", None)  # `--vase slow_encoder_rate=null`: the mask smoothing goes with it
         settings = ContinualSettings(
             task=args.task,
             phases=args.phases,

@@ -515,11 +515,8 @@ class SlowEncoder:
         for slow, fast in zip(self._params(), self._fast_params(learner)):
             slow.lerp_(fast.detach().to(slow.dtype), self.rate)
         if self.mask is not None:
-            target = self._fast_mask(learner).to(self.mask.device)
-            if target.shape != self.mask.shape:  # a learner of another size: start from its mask
-                self.mask = target
-            else:
-                self.mask.lerp_(target, self.rate)  # an unchanged mask stays exactly as it is
+            # an unchanged mask stays exactly as it is (set_learner refuses another latent size)
+            self.mask.lerp_(self._fast_mask(learner).to(self.mask.device), self.rate)
         self.updates += 1
 
     @torch.no_grad()
