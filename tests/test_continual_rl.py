@@ -557,3 +557,24 @@ def test_cli_passes_every_argument_to_the_benchmark():
     args = build_parser().parse_args(["continual-rl", "--quick", "--arms", "vase,pixels", "--seeds", "3"])
     assert args.args == ["--quick", "--arms", "vase,pixels", "--seeds", "3"]
     assert args.func.__name__ == "_cmd_continual_rl"
+
+
+def test_full_settings_smooth_the_mask_unless_the_slow_encoder_is_turned_off(tmp_path):
+    """The VASE arms read a slowly moving mask by default; `--vase slow_encoder_rate=null` (read the
+    fast encoder) takes the mask smoothing with it instead of failing, and an explicit
+    `--vase slow_mask=false` is kept."""
+    import json
+
+    from vase_rl.agents.continual import VASE_DEFAULTS, main
+
+    assert VASE_DEFAULTS["slow_mask"] is True and VASE_DEFAULTS["slow_encoder_rate"] > 0
+    base = ["--arms", "factors", "--phase-steps", "2048", "--n-envs", "2", "--seeds", "0"]
+    for extra, expected in (
+        ([], {"slow_encoder_rate": VASE_DEFAULTS["slow_encoder_rate"], "slow_mask": True}),
+        (["--vase", "slow_encoder_rate=null"], {"slow_encoder_rate": None, "slow_mask": None}),
+        (["--vase", "slow_mask=false"], {"slow_encoder_rate": VASE_DEFAULTS["slow_encoder_rate"], "slow_mask": False}),
+    ):
+        out = tmp_path / f"r{len(extra)}{extra[-1][-5:] if extra else ''}.json"
+        assert main([*base, *extra, "--out", str(out), "--figure", str(out.with_suffix(".png"))]) == 0
+        vase = json.loads(out.read_text())["settings"]["vase_kwargs"]
+        assert {key: vase.get(key) for key in expected} == expected
