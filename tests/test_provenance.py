@@ -17,7 +17,16 @@ import pytest
 from vase_rl import provenance
 from vase_rl.cli import main
 from vase_rl.evaluation.results_check import check, check_docs, check_result
-from vase_rl.provenance import code_paths, code_state, collect, content_hash, git_state, short_commit, write_json
+from vase_rl.provenance import (
+    code_paths,
+    code_state,
+    collect,
+    content_hash,
+    git_state,
+    path_selected,
+    short_commit,
+    write_json,
+)
 
 GIT_ENV = {
     **os.environ,
@@ -115,6 +124,39 @@ def test_code_state_follows_exclusions(repo):
     assert set(state["code_files"]) == {"vase_rl/learner.py"}  # cli.py is excluded from "core"
     (repo / "vase_rl" / "domains.py").write_text("X = 1\n")  # a new core module, not yet committed
     assert set(code_state(["core"], root=repo)["code_files"]) == {"vase_rl/learner.py", "vase_rl/domains.py"}
+
+
+def test_a_later_group_includes_again_what_an_earlier_one_excluded(repo):
+    """ "core" leaves the wrappers out and "wrappers" names them: together they select them (a
+    git exclude pathspec would drop them whatever came after)."""
+    (repo / "vase_rl" / "wrappers.py").write_text("W = 1\n")
+    assert path_selected("vase_rl/wrappers.py", code_paths("core", "wrappers"))
+    assert not path_selected("vase_rl/wrappers.py", code_paths("core"))
+    assert not path_selected("vase_rl/wrappers.py", code_paths("wrappers", "core"))  # the last rule decides
+    assert path_selected("vase_rl/learner.py", ["vase_rl/", "!vase_rl/cli.py"])
+    assert not path_selected("vase_rl/cli.py", ["vase_rl/", "!vase_rl/cli.py"])
+    assert not path_selected("vase_rl_other/x.py", ["vase_rl"])  # a prefix of a name is not a folder
+    files = set(code_state(["core", "wrappers"], root=repo)["code_files"])
+    assert files == {"vase_rl/learner.py", "vase_rl/wrappers.py"}
+
+
+def test_files_an_old_provenance_left_out_are_judged_by_git(repo):
+    """A result whose provenance (made by the old exclusion rule) did not record a file its code
+    paths select is stale for that file only if git shows a change to it since its commit."""
+    (repo / "vase_rl" / "wrappers.py").write_text("W = 1\n")
+    commit(repo, "wrappers")
+    path = result_with_provenance(repo, "old_rule.json", groups=("core", "wrappers"))
+    data = json.loads(path.read_text())
+    data["provenance"]["code_files"].pop("vase_rl/wrappers.py")  # what the old rule recorded
+    path.write_text(json.dumps(data))
+    commit(repo, "result")
+    assert check_result(path, repo) == []
+    (repo / "vase_rl" / "wrappers.py").write_text("W = 2\n")
+    stale = check_result(path, repo)  # uncommitted change
+    assert [f.kind for f in stale] == ["stale"] and stale[0].extra["changed_files"] == ["vase_rl/wrappers.py"]
+    commit(repo, "change the wrappers")
+    stale = check_result(path, repo)
+    assert [f.kind for f in stale] == ["stale"] and stale[0].extra["changed_files"] == ["vase_rl/wrappers.py"]
 
 
 def test_short_commit():

@@ -34,7 +34,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "git_state",
     "machine_summary",
     "package_versions",
+    "path_selected",
     "short_commit",
     "write_json",
     "Timer",
@@ -164,36 +165,44 @@ def code_paths(*items: str) -> list[str]:
     return out
 
 
-def _pathspecs(paths: Iterable[str]) -> list[str]:
-    return [f":(exclude){p[1:]}" if p.startswith("!") else p for p in paths]
+def path_selected(rel: str, paths: Sequence[str]) -> bool:
+    """Whether the file ``rel`` (relative, ``/``-separated) is selected by ``paths``: the *last*
+    rule that matches it decides (``"a/"`` or ``"a/x.py"`` includes, ``"!a/x.py"`` excludes), so
+    a group listed after another re-includes what the first excluded (``code_paths("core",
+    "wrappers")`` selects ``vase_rl/wrappers.py``, which "core" alone leaves out)."""
+    selected = False
+    for rule in paths:
+        target = rule[1:] if rule.startswith("!") else rule
+        if rel == target or rel.startswith(target.rstrip("/") + "/"):
+            selected = not rule.startswith("!")
+    return selected
 
 
 def _code_files(paths: list[str], root: Path) -> list[str]:
-    """Files under ``paths`` (tracked or untracked-but-not-ignored in git; a plain walk of
-    non-cache files outside a checkout), relative to ``root``, sorted."""
+    """Files selected by ``paths`` (:func:`path_selected`; tracked or untracked-but-not-ignored
+    in git; a plain walk of non-cache files outside a checkout), relative to ``root``, sorted."""
+    include = [p for p in paths if not p.startswith("!")]
     try:
         out = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "--", *_pathspecs(paths)],
+            ["git", "ls-files", "-co", "--exclude-standard", "--", *include],
             cwd=root,
             capture_output=True,
             text=True,
             timeout=20,
         )
         if out.returncode == 0:
-            return sorted({f for f in out.stdout.splitlines() if f and (root / f).is_file()})
+            found = (f for f in out.stdout.splitlines() if f and (root / f).is_file())
+            return sorted({f for f in found if path_selected(f, paths)})
     except (OSError, subprocess.SubprocessError):
         pass
-    include = [p for p in paths if not p.startswith("!")]
-    exclude = [p[1:] for p in paths if p.startswith("!")]
     files = set()
     for inc in include:
         base = root / inc
         cands = [base] if base.is_file() else ([f for f in base.rglob("*") if f.is_file()] if base.is_dir() else [])
         for f in cands:
             rel = f.relative_to(root).as_posix()
-            if "__pycache__" in rel or any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude):
-                continue
-            files.add(rel)
+            if "__pycache__" not in rel and path_selected(rel, paths):
+                files.add(rel)
     return sorted(files)
 
 

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vase_rl.provenance import REPO_ROOT, code_paths, code_state, content_hash
+from vase_rl.provenance import REPO_ROOT, code_paths, code_state, content_hash, path_selected
 
 __all__ = [
     "RESULT_SOURCES",
@@ -209,8 +209,11 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _pathspecs(paths: Iterable[str]) -> list[str]:
-    return [f":(exclude){p[1:]}" if p.startswith("!") else p for p in paths]
+def _includes(paths: Iterable[str]) -> list[str]:
+    """The include rules of ``paths``: git lists what they hold, :func:`path_selected` then
+    applies the exclusions in order (a git ``:(exclude)`` pathspec would drop a file that a
+    later group includes again)."""
+    return [p for p in paths if not p.startswith("!")]
 
 
 def _show(root: Path, spec: str) -> bytes | None:
@@ -224,18 +227,26 @@ def _show(root: Path, spec: str) -> bytes | None:
 def _changes_behaviour(root: Path, commit: str, paths: Sequence[str]) -> bool:
     """Whether ``commit`` changed any file under ``paths`` other than by reformatting (Python
     files are compared by syntax tree, see :func:`vase_rl.provenance.content_hash`)."""
-    names = _git(root, "diff-tree", "--no-commit-id", "-r", "--name-only", "--root", commit, "--", *_pathspecs(paths))
+    names = _git(root, "diff-tree", "--no-commit-id", "-r", "--name-only", "--root", commit, "--", *_includes(paths))
     for name in (names or "").splitlines():
+        if not path_selected(name, paths):
+            continue
         before, after = _show(root, f"{commit}^:{name}"), _show(root, f"{commit}:{name}")
         if before is None or after is None or content_hash(before, name) != content_hash(after, name):
             return True
     return False
 
 
+def _uncommitted(root: Path, name: str) -> bool:
+    """Whether ``name`` differs from HEAD in the work tree (or is untracked); True if unknown."""
+    out = _git(root, "status", "--porcelain", "--", name)
+    return out is None or bool(out)
+
+
 def _commits_touching(root: Path, since: str, paths: Sequence[str]) -> list[str] | None:
     """Commits after ``since`` (excluded) up to HEAD that changed the behaviour of ``paths``
     (formatting-only commits are left out); None if unknown."""
-    out = _git(root, "log", "--format=%H %s", f"{since}..HEAD", "--", *_pathspecs(paths))
+    out = _git(root, "log", "--format=%H %s", f"{since}..HEAD", "--", *_includes(paths))
     if out is None:
         return None
     found = []
@@ -304,9 +315,18 @@ def check_result(path: str | Path, root: str | Path | None = None) -> list[Findi
 
     if isinstance(prov, dict) and prov.get("code_files") is not None and prov.get("code_paths"):
         now = code_state(prov["code_paths"], base)
-        if now["code_digest"] != prov.get("code_digest"):
-            old, new = prov["code_files"], now["code_files"]
-            changed = sorted(f for f in set(old) | set(new) if old.get(f) != new.get(f))
+        old, new = prov["code_files"], now["code_files"]
+        changed = sorted(f for f in set(old) | set(new) if old.get(f) != new.get(f))
+        unrecorded = [f for f in changed if f not in old and f in new]
+        if unrecorded:
+            # files its code paths select that the run did not record (an older provenance
+            # dropped files a later group re-included): judged by git since the run's commit
+            since = prov.get("commit")
+            known = bool(since) and _git(base, "cat-file", "-e", f"{since}^{{commit}}") is not None
+            for name in unrecorded:
+                if known and _commits_touching(base, since, [name]) == [] and not _uncommitted(base, name):
+                    changed.remove(name)
+        if changed:
             findings.append(
                 Finding(
                     rel,
