@@ -47,6 +47,7 @@ __all__ = [
     "content_hash",
     "cpu_info",
     "git_state",
+    "include_rules",
     "machine_summary",
     "package_versions",
     "path_selected",
@@ -178,10 +179,16 @@ def path_selected(rel: str, paths: Sequence[str]) -> bool:
     return selected
 
 
+def include_rules(paths: Iterable[str]) -> list[str]:
+    """The include rules of ``paths`` (what git is asked to list); :func:`path_selected` then
+    applies the exclusions in order."""
+    return [p for p in paths if not p.startswith("!")]
+
+
 def _code_files(paths: list[str], root: Path) -> list[str]:
     """Files selected by ``paths`` (:func:`path_selected`; tracked or untracked-but-not-ignored
     in git; a plain walk of non-cache files outside a checkout), relative to ``root``, sorted."""
-    include = [p for p in paths if not p.startswith("!")]
+    include = include_rules(paths)
     try:
         out = subprocess.run(
             ["git", "ls-files", "-co", "--exclude-standard", "--", *include],

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vase_rl.provenance import REPO_ROOT, code_paths, code_state, content_hash, path_selected
+from vase_rl.provenance import REPO_ROOT, code_paths, code_state, content_hash, include_rules, path_selected
 
 __all__ = [
     "RESULT_SOURCES",
@@ -209,13 +209,6 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _includes(paths: Iterable[str]) -> list[str]:
-    """The include rules of ``paths``: git lists what they hold, :func:`path_selected` then
-    applies the exclusions in order (a git ``:(exclude)`` pathspec would drop a file that a
-    later group includes again)."""
-    return [p for p in paths if not p.startswith("!")]
-
-
 def _show(root: Path, spec: str) -> bytes | None:
     try:
         out = subprocess.run(["git", "show", spec], cwd=root, capture_output=True, timeout=30)
@@ -227,7 +220,9 @@ def _show(root: Path, spec: str) -> bytes | None:
 def _changes_behaviour(root: Path, commit: str, paths: Sequence[str]) -> bool:
     """Whether ``commit`` changed any file under ``paths`` other than by reformatting (Python
     files are compared by syntax tree, see :func:`vase_rl.provenance.content_hash`)."""
-    names = _git(root, "diff-tree", "--no-commit-id", "-r", "--name-only", "--root", commit, "--", *_includes(paths))
+    names = _git(
+        root, "diff-tree", "--no-commit-id", "-r", "--name-only", "--root", commit, "--", *include_rules(paths)
+    )
     for name in (names or "").splitlines():
         if not path_selected(name, paths):
             continue
@@ -246,7 +241,7 @@ def _uncommitted(root: Path, name: str) -> bool:
 def _commits_touching(root: Path, since: str, paths: Sequence[str]) -> list[str] | None:
     """Commits after ``since`` (excluded) up to HEAD that changed the behaviour of ``paths``
     (formatting-only commits are left out); None if unknown."""
-    out = _git(root, "log", "--format=%H %s", f"{since}..HEAD", "--", *_includes(paths))
+    out = _git(root, "log", "--format=%H %s", f"{since}..HEAD", "--", *include_rules(paths))
     if out is None:
         return None
     found = []
