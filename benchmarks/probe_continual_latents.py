@@ -40,8 +40,9 @@ FRAME_SEED = 1_000_003  # probe frames: seeds FRAME_SEED + i, disjoint from the 
 
 def look_frames(settings: Any, look: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``count`` independent frames of one look: (raw frames, class ids, (x, y) positions)."""
-    from agents import continual
     from vase_rl.envs import DomainSequenceEnv
+
+    from agents import continual
 
     kwargs = dict(continual.env_kwargs(settings), domains=(look,))
     env = DomainSequenceEnv(**kwargs)
@@ -202,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [run_one(job) for job in jobs]
     summary = summarise(results)
-    out = args.out or str(ROOT / "benchmarks" / "results" / f"probe_continual_{args.task}{'_quick' if args.quick else ''}.json")
+    out = args.out or str(
+        ROOT / "benchmarks" / "results" / f"probe_continual_{args.task}{'_quick' if args.quick else ''}.json"
+    )
     payload = {
         "settings": settings.to_dict(),
         "task": args.task,
