@@ -11,7 +11,9 @@ task, with the paper's probe (``vase_rl.evaluation.probes.LatentProbe``: an MLP 
 layers of 256 units, refitted at each checkpoint; appendix A.5 of the VASE paper):
 
 * class accuracy on held-out frames (chance: 1 / number of classes);
-* position R² (1 - mean squared error / variance of the true x and y), held out.
+* position R² (1 - mean squared error / variance of the true x and y), held out;
+* both again from the latents the current domain's decoder uses only (``*_used_only``): what the
+  other, "unused" latents add.
 
 Every look's frames are independent draws (one ``reset`` each, fixed seeds, the same frames at
 every checkpoint), so checkpoints compare like with like.
@@ -108,7 +110,14 @@ def run_one(job: tuple[str, dict[str, Any], int, int, int]) -> dict[str, Any]:
         out["used_latents"] = None if used is None else int(np.asarray(used).sum())
         for look, (frames, classes, positions) in data.items():
             latents = np.concatenate([vec.encode(frames[i : i + 256]) for i in range(0, len(frames), 256)])
-            out["looks"][look] = read_out(latents, classes, positions, settings.num_classes, probe_steps, seed)
+            scores = read_out(latents, classes, positions, settings.num_classes, probe_steps, seed)
+            if used is not None and 0 < int(np.asarray(used).sum()) < latents.shape[1]:
+                # the same read-out from the latents the domain's decoder uses only
+                only = read_out(
+                    latents[:, np.asarray(used, bool)], classes, positions, settings.num_classes, probe_steps, seed
+                )
+                scores.update({f"{k}_used_only": v for k, v in only.items()})
+            out["looks"][look] = scores
         checkpoints.append(out)
         print(f"  {arm} seed {seed} {label}: {out['looks']}", flush=True)
 
@@ -143,22 +152,32 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (arm, label, look), cell in rows.items():
         row: dict[str, Any] = {"arm": arm, "checkpoint": label, "look": look, "seeds": len(cell["class_accuracy"])}
+        # a *_used_only read-out exists only where some latents were unused: its own seed count
         for key, values in cell.items():
-            row[key] = {"mean": float(np.mean(values)), "sd": float(np.std(values)), "per_seed": values}
+            row[key] = {
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values)),
+                "n": len(values),
+                "per_seed": values,
+            }
         out.append(row)
     return out
 
 
 def markdown(summary: list[dict[str, Any]], num_classes: int) -> str:
     lines = [
-        f"| arm | checkpoint | look | class accuracy (chance {1 / num_classes:.2f}) | position R² |",
+        f"| arm | checkpoint | look | class accuracy, all latents (used only); chance {1 / num_classes:.2f} "
+        "| position R², all (used only) |",
         "|---|---|---|---:|---:|",
     ]
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        return f"{r[key]['mean']:.2f} ± {r[key]['sd']:.2f}" if key in r else "–"
+
     for r in summary:
-        acc, r2 = r["class_accuracy"], r["position_r2"]
         lines.append(
-            f"| {r['arm']} | {r['checkpoint']} | {r['look']} | {acc['mean']:.2f} ± {acc['sd']:.2f} "
-            f"| {r2['mean']:.2f} ± {r2['sd']:.2f} |"
+            f"| {r['arm']} | {r['checkpoint']} | {r['look']} | {cell(r, 'class_accuracy')} "
+            f"({cell(r, 'class_accuracy_used_only')}) | {cell(r, 'position_r2')} ({cell(r, 'position_r2_used_only')}) |"
         )
     return "\n".join(lines)
 
