@@ -3,24 +3,16 @@ agent's input they name, and its CI-size run writes its JSON."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def diag():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("diag_agent_input")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("diag_agent_input")
 
 
 def _quick_single_domain():

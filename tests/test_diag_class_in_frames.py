@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def diag():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("diag_class_in_frames")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("diag_class_in_frames")
 
 
 def _images(classes: np.ndarray, rng: np.random.Generator) -> torch.Tensor:

@@ -3,24 +3,16 @@ its probes on known cases, its standardisation, and its CI-size run."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def probe_script():
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their helper module by name
-    try:
-        yield importlib.import_module("probe_continual_latents")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("probe_continual_latents")
 
 
 def test_read_out_recovers_class_and_position_when_the_latents_hold_them(probe_script):
