@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -40,62 +38,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/diag_mask_churn.json")
     args = parser.parse_args(argv)
 
-    import torch
+    from agentless import run_without_agent
 
     from agents import continual
     from vase_rl.provenance import code_state, write_json
-    from vase_rl.wrappers import find_vec_vase_in
 
-    code = code_state(("core", "wrappers", "agents", "envs", "benchmarks/diag_mask_churn.py"))
+    code = code_state(
+        ("core", "wrappers", "agents", "envs", "benchmarks/agentless.py", "benchmarks/diag_mask_churn.py")
+    )
     started = time.time()
-    torch.set_num_threads(1)
     settings = continual.ContinualSettings(task=args.task, phases=args.phases, phase_steps=args.phase_steps)
-    env, _ = continual.make_arm_env("vase", settings, args.seed)
-    vec = find_vec_vase_in(env)
-    learner = vec.learner
     rows: list[dict[str, object]] = []
-    update = learner.update
+    held: dict[str, object] = {}
 
-    def recording_update(batch=None):
-        stats = update(batch)
-        alpha = learner.last_atypicality
-        kl = learner.last_kl_per_latent
-        rows.append(
-            {
-                "update": int(stats.get("step", learner.num_updates)),
-                "domain": stats.get("domain"),
-                "event": stats.get("event"),
-                "held": bool(stats.get("held")),
-                "active_latents": stats.get("active_latents"),
-                "mask": [bool(v) for v in learner._mask.tolist()],
-                "alpha": None if alpha is None else [round(float(v), 4) for v in alpha],
-                "kl_per_latent": None if kl is None else [round(float(v), 4) for v in kl],
-                "kl": stats.get("kl"),
-                "capacity": stats.get("capacity"),
-                "capacity_target": stats.get("capacity_target"),
-            }
-        )
-        return stats
+    def record_updates(vec) -> None:
+        learner = held["learner"] = vec.learner
+        update = learner.update
 
-    learner.update = recording_update
-    n = settings.n_envs
-    n_steps = settings.ppo_kwargs.get("n_steps", 128)
-    vec.drive_rollouts(True)  # what VASECallback does for PPO: updates wait for rollout ends
-    vec.feed.fit_window_to_rollout(n_steps * n)
-    rng = np.random.default_rng(args.seed)
-    env.reset()  # pretrains on the first reset
-    pretrain = int(vec.feed.schedule.pretrain_frames)
-    pretrain_updates = learner.num_updates
-    phase_ends = []
-    for i in range((settings.total_steps - pretrain) // n):
-        env.step(rng.integers(0, env.action_space.n, size=n))
-        if (i + 1) % n_steps == 0:
-            vec.end_rollout()
-        frames = (i + 1) * n + pretrain
-        if frames % settings.phase_steps == 0:
-            phase_ends.append({"frames": frames, "update": learner.num_updates, "num_domains": learner.num_domains})
-            print(phase_ends[-1], flush=True)
-    env.close()
+        def recording_update(batch=None):
+            stats = update(batch)
+            alpha = learner.last_atypicality
+            kl = learner.last_kl_per_latent
+            rows.append(
+                {
+                    "update": int(stats.get("step", learner.num_updates)),
+                    "domain": stats.get("domain"),
+                    "event": stats.get("event"),
+                    "held": bool(stats.get("held")),
+                    "active_latents": stats.get("active_latents"),
+                    "mask": [bool(v) for v in learner._mask.tolist()],
+                    "alpha": None if alpha is None else [round(float(v), 4) for v in alpha],
+                    "kl_per_latent": None if kl is None else [round(float(v), 4) for v in kl],
+                    "kl": stats.get("kl"),
+                    "capacity": stats.get("capacity"),
+                    "capacity_target": stats.get("capacity_target"),
+                }
+            )
+            return stats
+
+        learner.update = recording_update
+
+    schedule = run_without_agent("vase", settings, args.seed, on_ready=record_updates)
+    learner = held["learner"]
+    pretrain_updates = schedule["pretrain_updates"]
+    phase_ends = schedule["phase_ends"]
     online = [r for r in rows if int(r["update"]) >= pretrain_updates]
     first_end = phase_ends[0]["update"] if phase_ends else None
     after = [int(r["active_latents"]) for r in online if first_end is not None and int(r["update"]) >= first_end]

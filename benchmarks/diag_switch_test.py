@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -37,65 +35,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from agentless import run_without_agent
 
     import vase_rl.domains as domains
     from agents import continual
     from vase_rl.provenance import code_state, write_json
-    from vase_rl.wrappers import find_vec_vase_in
 
-    code = code_state(("core", "wrappers", "agents", "envs", "benchmarks/diag_switch_test.py"))
+    code = code_state(
+        ("core", "wrappers", "agents", "envs", "benchmarks/agentless.py", "benchmarks/diag_switch_test.py")
+    )
     started = time.time()
-    torch.set_num_threads(1)
     settings = continual.ContinualSettings(phases=args.phases, phase_steps=args.phase_steps)
-    env, _ = continual.make_arm_env("vase", settings, args.seed)
-    vec = find_vec_vase_in(env)
-    learner = vec.learner
-
     advantages: list[dict[str, float]] = []
-    original = domains.paired_advantage
-
-    def recording(better: torch.Tensor, worse: torch.Tensor, floor: float) -> float:
-        value = original(better, worse, floor)
-        gap = float((better - worse).mean())
-        advantages.append({"update": learner.num_updates, "advantage": value, "fraction_gap": gap})
-        return value
-
-    domains.paired_advantage = recording  # the switch test looks it up in its module at call time
     verdicts: list[dict[str, object]] = []
     keys = ("step", "domain", "event", "statistic", "evidence", "held", "capacity", "kl", "recon")
-    update = learner.update
+    original = domains.paired_advantage
+    held: dict[str, object] = {}
 
-    def recording_update(batch=None):
-        stats = update(batch)
-        verdicts.append({k: stats.get(k) for k in keys})
-        return stats
+    def record(vec) -> None:
+        learner = held["learner"] = vec.learner
 
-    learner.update = recording_update
-    n = settings.n_envs
-    vec.drive_rollouts(True)  # what VASECallback does for PPO: updates wait for rollout ends
-    vec.feed.fit_window_to_rollout(settings.ppo_kwargs.get("n_steps", 128) * n)
-    rng = np.random.default_rng(args.seed)
-    env.reset()  # pretrains on the first reset
-    pretrain = int(vec.feed.schedule.pretrain_frames)
-    pretrain_updates = learner.num_updates
-    phase_ends = []
-    for i in range((settings.total_steps - pretrain) // n):
-        env.step(rng.integers(0, env.action_space.n, size=n))
-        if (i + 1) % settings.ppo_kwargs.get("n_steps", 128) == 0:
-            vec.end_rollout()
-        frames = (i + 1) * n + pretrain
-        if frames % settings.phase_steps == 0:
-            phase_ends.append(
-                {
-                    "frames": frames,
-                    "update": learner.num_updates,
-                    "domain": learner.current_domain,
-                    "num_domains": learner.num_domains,
-                }
-            )
-            print(phase_ends[-1], flush=True)
-    env.close()
-    domains.paired_advantage = original
+        def recording(better: torch.Tensor, worse: torch.Tensor, floor: float) -> float:
+            value = original(better, worse, floor)
+            gap = float((better - worse).mean())
+            advantages.append({"update": learner.num_updates, "advantage": value, "fraction_gap": gap})
+            return value
+
+        domains.paired_advantage = recording  # the switch test looks it up in its module at call time
+        update = learner.update
+
+        def recording_update(batch=None):
+            stats = update(batch)
+            verdicts.append({k: stats.get(k) for k in keys})
+            return stats
+
+        learner.update = recording_update
+
+    try:
+        schedule = run_without_agent("vase", settings, args.seed, on_ready=record)
+    finally:
+        domains.paired_advantage = original
+    learner = held["learner"]
+    pretrain_updates = schedule["pretrain_updates"]
+    phase_ends = schedule["phase_ends"]
     payload = {
         "settings": settings.to_dict(),
         "seed": args.seed,

@@ -57,3 +57,16 @@ def tiny_config():
         used_refresh_every=20,
         domain_warmup=10,
     )
+
+
+def import_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module (the diagnostics import their helper modules by
+    name, as they do when run from the command line, so ``benchmarks/`` goes on ``sys.path``)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
