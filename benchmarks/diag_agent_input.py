@@ -18,8 +18,10 @@ drift controls, PPO settings, seeds), on phase A alone:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,13 +63,27 @@ def _patched_env_factory(variant: str, make_arm_env: Any) -> Any:
     return make
 
 
+@contextlib.contextmanager
+def agent_input(variant: str) -> Iterator[None]:
+    """``agents.continual.make_arm_env`` changed as ``variant`` says, for the ``with`` block only: a
+    worker process runs several jobs, and a patch left in place would stack under the next one."""
+    from agents import continual
+
+    original = continual.make_arm_env
+    continual.make_arm_env = _patched_env_factory(variant, original)
+    try:
+        yield
+    finally:
+        continual.make_arm_env = original
+
+
 def run_one(job: tuple[str, dict[str, Any], int]) -> dict[str, Any]:
     variant, settings_dict, seed = job
     from agents import continual
 
     settings = continual.ContinualSettings.from_dict(settings_dict)
-    continual.make_arm_env = _patched_env_factory(variant, continual.make_arm_env)
-    out = continual.run_arm("vase", settings, seed, verbose=False)
+    with agent_input(variant):
+        out = continual.run_arm("vase", settings, seed, verbose=False)
     phase = out["phases"]["per_phase"][0]
     row = {
         "variant": variant,

@@ -60,3 +60,22 @@ def test_quick_run_writes_every_variant(diag, tmp_path):
     assert set(report["summary"]) == set(diag.VARIANTS)
     assert {(r["variant"], r["seed"]) for r in report["results"]} == {(v, 0) for v in diag.VARIANTS}
     assert report["settings"]["phases"] == 1 and report["provenance"]["code_digest"]
+
+
+def test_variants_do_not_stack_across_the_jobs_of_one_process(diag):
+    """A worker runs several jobs: a used-latents-only job after a no-normalisation job must still
+    normalise (this stacked, and the first run's used-latents-only row was measured without it)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents import continual
+
+    original = continual.make_arm_env
+    with diag.agent_input("no_normalisation"):
+        assert continual.make_arm_env is not original
+    assert continual.make_arm_env is original
+    with diag.agent_input("used_latents_only"):
+        env, _ = continual.make_arm_env("vase", _quick_single_domain(), 0)
+    try:
+        assert isinstance(env, VecNormalize) and env.norm_obs
+    finally:
+        env.close()
