@@ -9,18 +9,14 @@ the mask (eq. 5) switches latents off and on from batch to batch, and the new do
 little. ``capacity_measure="information"`` budgets only I, so M keeps its ELBO weight and gains
 nothing from C.
 
-This runs one learner per capacity measure on the same stream and seed and records, after every
-update from the first switch on: information, marginal mismatch, KL, C, active latents, the
-largest atypicality and the reconstruction; the summary counts the changes of the active count.
-Two setups:
+This runs the table-1 analogue's full VASE learner (moving shapes -> digits, the reproduction
+config ``benchmarks/results/ablation_config.json``: the learner ``vase-rl ablate`` runs) once per
+capacity measure on the same stream and seed, and records after every update from the switch on:
+information, marginal mismatch, KL, C, active latents, the largest atypicality and the
+reconstruction; the summary counts the changes of the active count. (The continual-RL
+benchmark measures the same churn with ``--set capacity_measure=information``.)
 
-* ``--setup table1``: the table-1 analogue (moving shapes -> digits, the reproduction config
-  ``benchmarks/results/ablation_config.json``, full VASE: the learner ``vase-rl ablate`` runs);
-* ``--setup continual``: the continual-RL benchmark's VASE-arm learner under a random policy
-  (``benchmarks/agentless.py``) on ``--task``, phases A and B.
-
-    python benchmarks/diag_capacity_measure.py --setup table1 --seeds 1 7
-    python benchmarks/diag_capacity_measure.py --setup continual --task moving --seeds 0
+    python benchmarks/diag_capacity_measure.py --seeds 1 7
 """
 
 from __future__ import annotations
@@ -107,51 +103,12 @@ def run_table1(measure: str, seed: int, updates_after: int, steps_per_domain: in
     return {"rows": rows, "summary": summarise(rows)}
 
 
-def run_continual(measure: str, seed: int, task: str, phase_steps: int) -> dict[str, Any]:
-    """The continual benchmark's VASE-arm learner, random policy, phases A and B."""
-    from agentless import run_without_agent
-
-    from agents import continual
-
-    settings = continual.ContinualSettings(
-        task=task, phases=2, phase_steps=phase_steps, config_overrides={"capacity_measure": measure}
-    )
-    rows: list[dict[str, Any]] = []
-    held: dict[str, Any] = {}
-
-    def record_updates(vec) -> None:
-        learner = held["learner"] = vec.learner
-        update = learner.update
-
-        def recording_update(batch=None):
-            stats = update(batch)
-            if held.get("switched") and not stats.get("skipped"):
-                rows.append(_row(stats))
-            return stats
-
-        learner.update = recording_update
-
-    def mark(vec, row) -> None:
-        held["switched"] = True
-
-    schedule = run_without_agent("vase", settings, seed, on_ready=record_updates, on_phase_end=mark)
-    learner = held["learner"]
-    return {
-        "rows": rows,
-        "summary": {**summarise(rows), "num_domains": int(learner.num_domains)},
-        "phase_ends": schedule["phase_ends"],
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--setup", choices=("table1", "continual"), default="table1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 7])
-    parser.add_argument("--task", default="moving", choices=("sprites", "moving"), help="continual setup only")
-    parser.add_argument("--phase-steps", type=int, default=60_000, help="continual setup only")
-    parser.add_argument("--steps-per-domain", type=int, default=600, help="table1 setup only")
-    parser.add_argument("--updates-after", type=int, default=200, help="table1 setup: updates after the switch")
-    parser.add_argument("--out", default=None, help="default: benchmarks/results/diag_capacity_measure_<setup>.json")
+    parser.add_argument("--steps-per-domain", type=int, default=600)
+    parser.add_argument("--updates-after", type=int, default=200, help="updates recorded after the switch")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "diag_capacity_measure_table1.json"))
     args = parser.parse_args(argv)
 
     import torch
@@ -159,28 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     from vase_rl.provenance import code_state, write_json
 
     torch.set_num_threads(1)
-    paths = ["core", "envs", "benchmarks/diag_capacity_measure.py"]
-    if args.setup == "table1":
-        paths += ["evaluation", str(TABLE1_CONFIG.relative_to(ROOT))]
-    else:
-        paths += ["wrappers", "agents", "benchmarks/agentless.py"]
-    code = code_state(paths)
+    code = code_state(
+        ("core", "envs", "evaluation", str(TABLE1_CONFIG.relative_to(ROOT)), "benchmarks/diag_capacity_measure.py")
+    )
     started = time.time()
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:
         for measure in MEASURES:
             t0 = time.time()
-            if args.setup == "table1":
-                result = run_table1(measure, seed, args.updates_after, args.steps_per_domain)
-            else:
-                result = run_continual(measure, seed, args.task, args.phase_steps)
+            result = run_table1(measure, seed, args.updates_after, args.steps_per_domain)
             runs.append({"seed": seed, "capacity_measure": measure, "seconds": time.time() - t0, **result})
             print(seed, measure, result["summary"], flush=True)
-    suffix = args.setup if args.setup == "table1" else f"{args.setup}_{args.task}"
-    out = args.out or str(ROOT / "benchmarks" / "results" / f"diag_capacity_measure_{suffix}.json")
+    out = args.out
     payload = {
-        "setup": args.setup,
-        "task": args.task if args.setup == "continual" else "moving_shapes -> digits",
+        "stream": "moving_shapes -> digits (table-1 analogue)",
+        "config": str(TABLE1_CONFIG.relative_to(ROOT)),
         "seeds": args.seeds,
         "what": "per update from the first switch on: information, marginal mismatch, KL, C, active latents",
         "runs": runs,
