@@ -89,6 +89,12 @@ RESULT_SOURCES: dict[str, dict[str, Any]] = {
     "benchmarks/results/ablation_table3.md": {"companion_of": "benchmarks/results/ablation_table3.json"},
     "benchmarks/results/ablation_table3_core10.md": {"companion_of": "benchmarks/results/ablation_table3_core10.json"},
     "benchmarks/results/ablation_table1_core10.md": {"companion_of": "benchmarks/results/ablation_table1_core10.json"},
+    "benchmarks/results/ablation_table1_information.md": {
+        "companion_of": "benchmarks/results/ablation_table1_information.json"
+    },
+    "benchmarks/results/ablation_table3_information.md": {
+        "companion_of": "benchmarks/results/ablation_table3_information.json"
+    },
     "benchmarks/results/ablation_table1_core10_A.md": {
         "companion_of": "benchmarks/results/ablation_table1_core10_A.json"
     },
