@@ -34,12 +34,9 @@ if str(ROOT) not in sys.path:
 
 MEASURES = ("kl", "information")
 TABLE1_CONFIG = ROOT / "benchmarks" / "results" / "ablation_config.json"
+from diag_mask_churn import churn as changes  # noqa: E402  (how many times a sequence changes value)
+
 RECORDED = ("recon", "kl", "information", "marginal_kl", "capacity", "capacity_target", "active_latents")
-
-
-def changes(values: list[int]) -> int:
-    """How many times a sequence changes value."""
-    return sum(1 for a, b in zip(values, values[1:]) if a != b)
 
 
 def summarise(rows: list[dict[str, Any]], last: int = 50) -> dict[str, Any]:
@@ -117,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     code = code_state(
-        ("core", "envs", "evaluation", str(TABLE1_CONFIG.relative_to(ROOT)), "benchmarks/diag_capacity_measure.py")
+        (
+            "core",
+            "envs",
+            "evaluation",
+            str(TABLE1_CONFIG.relative_to(ROOT)),
+            "benchmarks/diag_capacity_measure.py",
+            "benchmarks/diag_mask_churn.py",
+        )
     )
     started = time.time()
     runs: list[dict[str, Any]] = []
